@@ -1,0 +1,41 @@
+"""Patron sources behind one interface (see ``base.py``), chosen by ``[patrons] source``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from proxy.patrons.base import Authenticator, CardRefused, acceptable_credentials
+
+if TYPE_CHECKING:
+    from proxy.config import Config, Reader
+
+__all__ = ["Authenticator", "CardRefused", "acceptable_credentials", "make_authenticator", "option_parsers"]
+
+
+def _no_options(reader: Reader) -> Any:
+    return None
+
+
+def option_parsers() -> dict[str, Any]:
+    """Each source's parser of its own options in the [patrons] table."""
+    from proxy.patrons import ldap
+
+    return {"local": _no_options, "ldap": ldap.parse_options}
+
+
+def make_authenticator(config: Config, secret: bytes) -> Authenticator:
+    """The one factory: the configured source, ready to ``start()``.
+
+    ``secret`` keys the pseudonymous patron key every source derives from its stable identifier.
+    """
+    source = config.patrons.source
+    if source == "local":
+        from proxy.patrons.local import LocalFileAuthenticator
+
+        assert config.patrons.file is not None
+        return LocalFileAuthenticator(config.patrons.file, secret, config.library.id)
+    if source == "ldap":
+        from proxy.patrons.ldap import LdapAuthenticator
+
+        return LdapAuthenticator(config.patrons.options, secret)
+    raise ValueError(f"unknown patron source {source!r}")

@@ -1,0 +1,381 @@
+"""The vendor table: which hosts the proxy serves, and the reversible host <-> label mapping.
+
+Proxy by hostname serves a vendor origin as one DNS label under the proxy's host:
+
+    https://www.vendor.com        ->  www-vendor-com.<proxy host>
+    http://www.vendor.com         ->  www-vendor-com---h.<proxy host>
+    http://127.0.0.1:8081         ->  127-0-0-1---h8081.<proxy host>
+    https://my-vendor.com:8443    ->  my--vendor-com---s8443.<proxy host>
+
+Encoding rules (``encode_label``/``decode_label`` are exact inverses):
+
+* in the host, "-" becomes "--" and "." becomes "-";
+* because a DNS label never starts or ends with "-", a dot is never next to a dash, so in an
+  encoded host every run of dashes is either exactly one (a dot) or of even length (escaped
+  dashes). A run of exactly three dashes therefore cannot come from a host and separates the
+  host from a suffix: optional "a" (the host part is an alias from the vendor table), then the
+  scheme and port: nothing for https on 443, "h" for http on 80, "h<port>" or "s<port>" otherwise;
+* a label longer than 63 characters (the DNS limit) is replaced by an alias, "<alias>---a...",
+  which only the vendor table can resolve. Aliases come from the vendor's ``aliases`` option or
+  are derived from the vendor id.
+
+Matching is exact host, or dot-boundary domain (``vendor.com`` matches ``www.vendor.com`` and
+``vendor.com``, never ``evilvendor.com``), on the lower-cased, trailing-dot-stripped, IDNA host.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from proxy.config import VendorConfig
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_LABEL = 63
+
+_SPLIT = re.compile(r"(?<!-)---(?!-)")
+_SUFFIX = re.compile(r"^(a?)(?:h(\d*)|s(\d+))?$")
+_HOST_PART = re.compile(r"^[a-z0-9-]+$")
+_ENC_DASH_RUN = re.compile(r"-+")
+# SECURITY: anything that could make layers disagree about the host (userinfo, backslashes,
+# percent-encoding, whitespace, control characters) is refused outright in a URL's authority.
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?$", re.S)
+_AUTHORITY_BAD = re.compile(r"[@\\%\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def default_port(self) -> bool:
+        return DEFAULT_PORTS[self.scheme] == self.port
+
+    @property
+    def netloc(self) -> str:
+        return self.host if self.default_port else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+
+def encode_host(host: str) -> str:
+    return host.replace("-", "--").replace(".", "-")
+
+
+def decode_host(part: str) -> str | None:
+    if not part or not _HOST_PART.match(part) or part[0] == "-" or part[-1] == "-":
+        return None
+    out: list[str] = []
+    pos = 0
+    for run in _ENC_DASH_RUN.finditer(part):
+        out.append(part[pos : run.start()])
+        n = len(run.group())
+        if n == 1:
+            out.append(".")
+        elif n % 2 == 0:
+            out.append("-" * (n // 2))
+        else:
+            return None
+        pos = run.end()
+    out.append(part[pos:])
+    return "".join(out)
+
+
+def _suffix(origin: Origin, alias: bool) -> str:
+    if origin.scheme == "https":
+        scheme_part = "" if origin.port == 443 else f"s{origin.port}"
+    else:
+        scheme_part = "h" if origin.port == 80 else f"h{origin.port}"
+    return ("a" if alias else "") + scheme_part
+
+
+def encode_label(origin: Origin, alias: str | None = None) -> str:
+    """The DNS label for an origin (with ``alias`` replacing the host part when given)."""
+    suffix = _suffix(origin, alias is not None)
+    head = alias if alias is not None else encode_host(origin.host)
+    return f"{head}---{suffix}" if suffix else head
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedLabel:
+    scheme: str
+    port: int
+    host: str | None  # None when the label names an alias
+    alias: str | None
+
+
+def decode_label(label: str) -> DecodedLabel | None:
+    """Inverse of encode_label; None for anything encode_label cannot produce."""
+    label = label.lower()
+    parts = _SPLIT.split(label)
+    if len(parts) > 2:
+        return None
+    head, suffix = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
+    if len(parts) == 2 and not suffix:
+        return None
+    match = _SUFFIX.match(suffix)
+    if match is None:
+        return None
+    is_alias, http_port, https_port = match.groups()
+    if http_port is not None:
+        scheme, port = "http", int(http_port) if http_port else 80
+        if http_port and (port == 80 or http_port.startswith("0")):
+            return None  # not canonical: encode_label would not produce it
+    elif https_port is not None:
+        scheme, port = "https", int(https_port)
+        if port == 443 or https_port.startswith("0"):
+            return None
+    else:
+        scheme, port = "https", 443
+    if not 0 < port < 65536:
+        return None
+    if is_alias:
+        if not _HOST_PART.match(head) or "--" in head:
+            return None
+        return DecodedLabel(scheme, port, None, head)
+    host = decode_host(head)
+    if host is None:
+        return None
+    return DecodedLabel(scheme, port, host, None)
+
+
+def normalise_host(raw: str) -> str | None:
+    """Lower-case, strip one trailing dot, IDNA-encode; None when not a usable host."""
+    from proxy.config import valid_host
+
+    host = raw.strip().rstrip(".") if raw.endswith(".") else raw
+    try:
+        host = host.encode("idna").decode("ascii").lower()
+    except (UnicodeError, ValueError):
+        return None
+    return host if valid_host(host) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedURL:
+    origin: Origin
+    rest: str  # path, query and fragment, "/"-prefixed, safe to put on a URL
+
+
+def parse_absolute_url(url: str) -> ParsedURL | None:
+    """Parse a starting-point or Location URL strictly; None if it is not plainly http(s)://host.
+
+    Unlike urlsplit this refuses the inputs browsers and Python read differently (see
+    shared/corpus/bad-inputs.md, section 1): userinfo, backslashes, control characters,
+    percent-encoded hosts and scheme-relative or schemeless forms.
+    """
+    if not url or len(url) > 8192:
+        return None
+    # SECURITY: browsers drop tabs and newlines inside URLs ("java\tscript:"); refuse them.
+    if any(ch in url for ch in "\t\r\n\x00") or url != url.strip():
+        return None
+    match = _URL.match(url)
+    if match is None:
+        return None
+    scheme = match.group("scheme").lower()
+    if scheme not in DEFAULT_PORTS:
+        return None
+    authority = match.group("authority")
+    if not authority or _AUTHORITY_BAD.search(authority):
+        return None
+    host_text, sep, port_text = authority.rpartition(":")
+    if not sep:
+        host_text, port_text = port_text, ""
+    if sep and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
+        return None
+    host = normalise_host(host_text)
+    if host is None:
+        return None
+    port = int(port_text) if port_text else DEFAULT_PORTS[scheme]
+    rest = match.group("rest") or "/"
+    if rest[0] != "/":
+        rest = "/" + rest
+    # Non-ASCII and spaces in the path are percent-encoded, everything else is kept as typed.
+    rest = quote(rest, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+    return ParsedURL(Origin(scheme, host, port), rest)
+
+
+def parse_origin_spec(spec: str) -> tuple[Origin, ...] | None:
+    """A vendor `hosts` entry: "https://h[:p]" or "http://h[:p]" (one origin), or a bare "h[:p]"
+    (both http and https on that port, or on the default ports when none is given)."""
+    if "://" in spec:
+        parsed = parse_absolute_url(spec)
+        if parsed is None or parsed.rest not in ("/", ""):
+            return None
+        return (parsed.origin,)
+    from proxy.config import parse_hostport
+
+    hp = parse_hostport(spec)
+    if hp is None:
+        return None
+    host, port = hp
+    if port is None:
+        return (Origin("https", host, 443), Origin("http", host, 80))
+    return (Origin("https", host, port), Origin("http", host, port))
+
+
+@dataclass(frozen=True)
+class Vendor:
+    id: str
+    title: str
+    description: str
+    start: str
+    groups: frozenset[str]
+    origins: frozenset[Origin]
+    domains: tuple[str, ...]
+    cookie_passthrough: bool
+
+    def licensed_for(self, groups: Iterable[str]) -> bool:
+        return not self.groups.isdisjoint(groups)
+
+
+class VendorMap:
+    """All configured vendors, with the mapping between vendor origins and proxied hosts."""
+
+    def __init__(self, configs: Sequence[VendorConfig], proxy_host: str, proxy_scheme: str) -> None:
+        self.proxy_host = proxy_host.lower()  # host[:port]
+        self.proxy_scheme = proxy_scheme
+        self.vendors: tuple[Vendor, ...] = ()
+        self._by_origin: dict[Origin, Vendor] = {}
+        self._by_domain: list[tuple[str, Vendor]] = []
+        self._alias_to_host: dict[str, str] = {}
+        self._host_to_alias: dict[str, str] = {}
+        vendors = []
+        for cfg in configs:
+            origins: set[Origin] = set()
+            for spec in cfg.hosts:
+                found = parse_origin_spec(spec)
+                if found:
+                    origins.update(found)
+            vendor = Vendor(
+                id=cfg.id, title=cfg.title, description=cfg.description, start=cfg.start,
+                groups=cfg.groups, origins=frozenset(origins), domains=cfg.domains,
+                cookie_passthrough=cfg.cookie_passthrough,
+            )
+            vendors.append(vendor)
+            for origin in origins:
+                self._by_origin.setdefault(origin, vendor)
+            for domain in cfg.domains:
+                self._by_domain.append((domain, vendor))
+            for host, alias in cfg.aliases.items():
+                self._add_alias(host.lower(), alias.lower())
+            for n, origin in enumerate(sorted(origins, key=str), start=1):
+                if len(encode_label(origin)) > MAX_LABEL and origin.host not in self._host_to_alias:
+                    self._add_alias(origin.host, f"{cfg.id.replace('_', '-')}{n}".strip("-"))
+        self.vendors = tuple(vendors)
+        # Longest domain first so the most specific vendor wins.
+        self._by_domain.sort(key=lambda item: -len(item[0]))
+
+    def _add_alias(self, host: str, alias: str) -> None:
+        self._alias_to_host.setdefault(alias, host)
+        self._host_to_alias.setdefault(host, alias)
+
+    def by_id(self, vendor_id: str) -> Vendor | None:
+        return next((v for v in self.vendors if v.id == vendor_id), None)
+
+    def match(self, origin: Origin) -> Vendor | None:
+        """The vendor serving this origin, or None: only these origins are ever contacted."""
+        vendor = self._by_origin.get(origin)
+        if vendor is not None:
+            return vendor
+        if not origin.default_port:
+            return None
+        for domain, candidate in self._by_domain:
+            if origin.host == domain or origin.host.endswith("." + domain):
+                return candidate
+        return None
+
+    def label_for(self, origin: Origin) -> str | None:
+        alias = self._host_to_alias.get(origin.host)
+        label = encode_label(origin, alias)
+        return label if len(label) <= MAX_LABEL else None
+
+    def proxied_netloc(self, origin: Origin) -> str | None:
+        label = self.label_for(origin)
+        return f"{label}.{self.proxy_host}" if label else None
+
+    def proxied_origin(self, origin: Origin) -> str | None:
+        netloc = self.proxied_netloc(origin)
+        return f"{self.proxy_scheme}://{netloc}" if netloc else None
+
+    def origin_for_host(self, host_header: str) -> Origin | None:
+        """The vendor origin a request Host header stands for, or None if it names none."""
+        host = host_header.lower()
+        suffix = "." + self.proxy_host
+        if not host.endswith(suffix):
+            return None
+        label = host[: -len(suffix)]
+        if "." in label or not label:
+            return None
+        decoded = decode_label(label)
+        if decoded is None:
+            return None
+        vhost = decoded.host
+        if decoded.alias is not None:
+            vhost = self._alias_to_host.get(decoded.alias)
+            if vhost is None:
+                return None
+        assert vhost is not None
+        origin = Origin(decoded.scheme, vhost, decoded.port)
+        # Canonical form only: a host that has an alias is reachable under the alias alone.
+        if self.label_for(origin) != label:
+            return None
+        return origin if self.match(origin) is not None else None
+
+    def to_proxy_url(self, url: str) -> str | None:
+        """Map an absolute vendor URL to its proxied form; None when its host is not configured."""
+        parsed = parse_absolute_url(url)
+        if parsed is None or self.match(parsed.origin) is None:
+            return None
+        base = self.proxied_origin(parsed.origin)
+        return base + parsed.rest if base else None
+
+
+def check_vendor_table(configs: Sequence[VendorConfig]) -> list[str]:
+    """Problems in the vendor table as a whole: bad hosts, overlaps, unreachable start URLs."""
+    problems: list[str] = []
+    owner: dict[Origin, str] = {}
+    for cfg in configs:
+        where = f"[[vendor]] {cfg.id!r}"
+        origins: list[Origin] = []
+        for spec in cfg.hosts:
+            found = parse_origin_spec(spec)
+            if found is None:
+                problems.append(
+                    f"{where} hosts: {spec!r} is not a host name, \"host:port\" or \"https://host[:port]\""
+                )
+                continue
+            origins.extend(found)
+        for origin in origins:
+            other = owner.setdefault(origin, cfg.id)
+            if other != cfg.id:
+                problems.append(f"{where} hosts: {origin} is also listed by vendor {other!r}")
+        for domain in cfg.domains:
+            from proxy.config import valid_host
+
+            if not valid_host(domain) or "." not in domain:
+                problems.append(
+                    f"{where} domains: {domain!r} is not a domain with at least two labels "
+                    "(a top-level domain would make the proxy open to a whole TLD)"
+                )
+        for host, alias in cfg.aliases.items():
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9]|-(?!-)){0,40}", alias.lower()) or alias.endswith("-"):
+                problems.append(f"{where} aliases: {alias!r} for {host!r} must be short letters, digits and single dashes")
+        if cfg.start:
+            parsed = parse_absolute_url(cfg.start)
+            if parsed is None:
+                problems.append(f"{where} start: {cfg.start!r} is not an http:// or https:// URL")
+            elif parsed.origin not in origins and not any(
+                parsed.origin.default_port
+                and (parsed.origin.host == d or parsed.origin.host.endswith("." + d))
+                for d in cfg.domains
+            ):
+                problems.append(f"{where} start: the host of {cfg.start!r} is not in this vendor's hosts or domains")
+    return problems
