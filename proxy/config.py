@@ -11,6 +11,7 @@ so the schema of a part lives next to its code while the problems still come out
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import os
 import re
@@ -56,60 +57,63 @@ class Reader:
     the next problems are found too.
     """
 
-    def __init__(self, data: Mapping[str, Any], where: str, problems: Problems, base: Path) -> None:
+    def __init__(self, data: Mapping[builtins.str, Any], where: builtins.str, problems: Problems, base: Path) -> None:
         self.data = data
         self.where = where
         self.problems = problems
         self.base = base
-        self._seen: set[str] = set()
+        self._seen: set[builtins.str] = set()
 
-    def sub(self, key: str) -> Reader:
+    def sub(self, key: builtins.str) -> Reader:
         value = self._get(key, {})
         if not isinstance(value, Mapping):
             self._bad(key, "must be a table")
             value = {}
         return Reader(value, f"{self.where}.{key}" if self.where else key, self.problems, self.base)
 
-    def place(self, key: str) -> str:
+    def place(self, key: builtins.str) -> builtins.str:
         return f"[{self.where}] {key}" if self.where else key
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         self._seen.add(key)
         return self.data.get(key, default)
 
-    def _bad(self, key: str, message: str) -> None:
+    def _bad(self, key: builtins.str, message: builtins.str) -> None:
         self.problems.add(self.place(key), message)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def _typed(self, key: str, default: T, kind: type | tuple[type, ...], label: str) -> T:
+    def _typed(self, key: builtins.str, default: T, kind: type | tuple[type, ...], label: builtins.str) -> T:
         value = self._get(key, default)
         # bool is an int in Python; a TOML `true` where a number is wanted is a mistake.
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        if not isinstance(value, kind) or (isinstance(value, builtins.bool) and kind is not bool):
             self._bad(key, f"must be {label}, not {type(value).__name__}")
             return default
         return value  # type: ignore[return-value]
 
-    def str(self, key: str, default: str = "", *, required: bool = False) -> str:
+    def str(self, key: builtins.str, default: builtins.str = "", *, required: builtins.bool = False) -> builtins.str:
         if required and key not in self.data:
             self._bad(key, "is required")
             self._seen.add(key)
             return default
-        return self._typed(key, default, str, "a string")
+        return self._typed(key, default, builtins.str, "a string")
 
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, key: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(key, default)
         if value not in choices:
             self._bad(key, f"must be one of {', '.join(choices)}, not {value!r}")
             return default
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
-        return self._typed(key, default, bool, "true or false")
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
+        return self._typed(key, default, builtins.bool, "true or false")
 
-    def int(self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self._typed(key, default, int, "a whole number")
+    def int(
+        self, key: builtins.str, default: builtins.int, *,
+        minimum: builtins.int | None = None, maximum: builtins.int | None = None,
+    ) -> builtins.int:
+        value = self._typed(key, default, builtins.int, "a whole number")
         if minimum is not None and value < minimum:
             self._bad(key, f"must be at least {minimum}")
             return default
@@ -118,28 +122,28 @@ class Reader:
             return default
         return value
 
-    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
         value = self._get(key, list(default))
-        if isinstance(value, str):
+        if isinstance(value, builtins.str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, builtins.str) for v in value):
             self._bad(key, "must be a list of strings")
             return default
         return tuple(value)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: builtins.str) -> dict[builtins.str, builtins.str]:
         value = self._get(key, {})
-        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        if not isinstance(value, Mapping) or not all(isinstance(v, builtins.str) for v in value.values()):
             self._bad(key, "must be a table of strings")
             return {}
         return {str(k): v for k, v in value.items()}
 
-    def duration(self, key: str, default: str) -> float:
+    def duration(self, key: builtins.str, default: builtins.str) -> float:
         """Seconds, from "90s", "5m", "2h", "7d" or a bare number of seconds."""
         raw = self._get(key, default)
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if isinstance(raw, builtins.int | float) and not isinstance(raw, builtins.bool):
             raw = str(raw)
-        match = _DURATION.match(raw) if isinstance(raw, str) else None
+        match = _DURATION.match(raw) if isinstance(raw, builtins.str) else None
         if match is None:
             self._bad(key, f"must be a duration like \"90s\", \"5m\", \"2h\" or \"7d\", not {raw!r}")
             match = _DURATION.match(default)
@@ -149,12 +153,12 @@ class Reader:
             self._bad(key, "must be longer than zero")
         return seconds
 
-    def size(self, key: str, default: str) -> int:
+    def size(self, key: builtins.str, default: builtins.str) -> builtins.int:
         """Bytes, from "64KiB", "100MB", "1GiB" or a bare number."""
         raw = self._get(key, default)
-        if isinstance(raw, int) and not isinstance(raw, bool):
+        if isinstance(raw, builtins.int) and not isinstance(raw, builtins.bool):
             raw = str(raw)
-        match = _SIZE.match(raw) if isinstance(raw, str) else None
+        match = _SIZE.match(raw) if isinstance(raw, builtins.str) else None
         if match is None:
             self._bad(key, f"must be a size like \"64KiB\" or \"100MB\", not {raw!r}")
             match = _SIZE.match(default)
@@ -162,14 +166,14 @@ class Reader:
         unit = match.group(2).lower() if match.group(2) else None
         return int(match.group(1)) * _SIZE_UNITS[unit]
 
-    def path(self, key: str, default: str = "", *, required: bool = False) -> Path | None:
+    def path(self, key: builtins.str, default: builtins.str = "", *, required: builtins.bool = False) -> Path | None:
         value = self.str(key, default, required=required)
         if not value:
             return None
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.base / path)
 
-    def secret(self, key: str, *, required: bool = False) -> str | None:
+    def secret(self, key: builtins.str, *, required: builtins.bool = False) -> builtins.str | None:
         """A secret given as "env:NAME" or "file:PATH"; plain values are refused."""
         value = self.str(key, "", required=required)
         if not value:
@@ -191,7 +195,7 @@ class Reader:
         self._bad(key, 'must be "env:VARIABLE" or "file:PATH" (secrets are never written in the file)')
         return None
 
-    def unknown_keys(self, known_tables: tuple[str, ...] = ()) -> None:
+    def unknown_keys(self, known_tables: tuple[builtins.str, ...] = ()) -> None:
         """Report keys nobody asked for: a typo must not be silently ignored."""
         for key in self.data:
             if key not in self._seen and key not in known_tables:

@@ -16,11 +16,15 @@ def _no_options(reader: Reader) -> Any:
     return None
 
 
-def option_parsers() -> dict[str, Any]:
-    """Each source's parser of its own options in the [patrons] table."""
+def _ldap_options(reader: Reader) -> Any:
     from proxy.patrons import ldap
 
-    return {"local": _no_options, "ldap": ldap.parse_options}
+    return ldap.parse_options(reader)
+
+
+def option_parsers() -> dict[str, Any]:
+    """Each source's parser of its own options in the [patrons] table."""
+    return {"local": _no_options, "ldap": _ldap_options}
 
 
 def make_authenticator(config: Config, secret: bytes) -> Authenticator:

@@ -1,0 +1,211 @@
+"""create_app(config): wires the parts, declares the middleware order, routes and lifecycle.
+
+Middlewares, outermost first:
+
+1. ``errors``   every failure becomes a plain page (no traceback ever reaches a browser);
+2. ``hosts``    the Host header decides the request's kind: the proxy's own host (routes below),
+                a proxied vendor host (forwarding), or anything else ("not configured");
+3. ``sessions`` the session cookie becomes the ``Session`` (or None) for the handlers.
+
+On a proxied host only ``/.libproxy/...`` is the proxy's own; every other path is the vendor's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy import context
+from proxy.assertion import AssertionMinter, load_or_create_keys
+from proxy.config import Config
+from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
+from proxy.forward.client import make_client
+from proxy.forward.handler import RESERVED_PREFIX, login_redirect, proxy_to_vendor
+from proxy.patrons import make_authenticator
+from proxy.sessions import make_store
+from proxy.vendors import VendorMap
+from proxy.web import routes as web_routes
+from proxy.web.pages import Pages
+
+log = logging.getLogger("libproxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HOST_HEADER = re.compile(r"^[a-z0-9.-]{1,253}(:[0-9]{1,5})?$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+
+
+def load_secret(config: Config) -> bytes:
+    """The keyed-hash secret: from the configuration, or a random one kept in state_dir."""
+    if config.proxy.secret:
+        return config.proxy.secret.encode("utf-8")
+    path = config.proxy.state_dir / "secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    svc = context.services(request)
+    pages = svc.pages
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            pages.secure(exc)
+            return exc
+        if exc.status == 404:
+            return pages.message(404, "Page not found", "There is no page at this address.", reason="not-found")
+        if exc.status == 405:
+            return pages.message(405, "Not allowed", "This page cannot be used that way.", reason="method")
+        return pages.message(exc.status, "Request refused", "The proxy could not use this request.",
+                             reason="http-error")
+    except BadInput as exc:
+        if exc.message == "not-configured":
+            return web_routes.not_configured(svc)
+        return pages.message(exc.status, "Request refused", exc.message, reason="bad-input")
+    except DirectoryUnavailable as exc:
+        log.error("patron directory unavailable: %s", type(exc).__name__)
+        response = pages.message(
+            503, "The library directory is unavailable",
+            "The library's patron directory is not answering right now, so new sign-ins cannot "
+            "be checked. Please try again in a few minutes. If you are already signed in, you "
+            "can keep reading.", reason="directory-unavailable",
+        )
+        response.headers["Retry-After"] = "60"
+        return response
+    except StoreUnavailable:
+        log.error("session store unavailable")
+        return pages.message(503, "Temporarily unavailable", "Please try again in a few minutes.",
+                             reason="store-unavailable")
+    except UpstreamError as exc:
+        if exc.status == 504:
+            return pages.message(504, "The database is not answering",
+                                 "The database's own site did not answer in time. Please try again "
+                                 "in a few minutes.", reason="vendor-timeout")
+        return pages.message(502, "The database cannot be reached",
+                             "The database's own site could not be reached or sent a broken reply. "
+                             "Please try again later.", reason="vendor-unreachable")
+    except Exception:
+        log.exception("unexpected error (request %s)", request.get("libproxy.request_id", "-"))
+        return pages.message(500, "Something went wrong",
+                             "The proxy hit an unexpected problem. Please try again.", reason="internal")
+
+
+@web.middleware
+async def hosts_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    svc = context.services(request)
+    raw_host = request.headers.get("Host", "")
+    # SECURITY: only origin-form targets ("/path"): an absolute-form request line
+    # ("GET http://evil.example/") would otherwise change what aiohttp thinks the host is.
+    if not request.raw_path.startswith("/"):
+        raise BadInput("Malformed request.", 400)
+    host = raw_host.lower()
+    if not _HOST_HEADER.match(host):
+        raise BadInput("Malformed Host header.", 400)
+    if host == svc.vendors.proxy_host:
+        return await handler(request)
+    origin = svc.vendors.origin_for_host(host)
+    if origin is None:
+        raise BadInput("not-configured", 404)
+    request[context.VENDOR_ORIGIN] = origin
+    return await vendor_host(request)
+
+
+@web.middleware
+async def sessions_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    svc = context.services(request)
+    session_id = request.cookies.get(svc.cookie_name)
+    if session_id and _SESSION_ID.match(session_id):
+        session = await svc.store.get(session_id)
+        if session is not None:
+            await svc.store.touch(session)
+            request[context.SESSION] = session
+    return await handler(request)
+
+
+async def vendor_host(request: web.Request) -> web.StreamResponse:
+    """Everything on a proxied host: the reserved paths, then the access check, then the vendor."""
+    svc = context.services(request)
+    origin = context.vendor_origin(request)
+    assert origin is not None
+    vendor = svc.vendors.match(origin)
+    assert vendor is not None
+    path = request.raw_path.split("?", 1)[0]
+    if path.startswith(RESERVED_PREFIX):
+        if path == RESERVED_PREFIX + "connect" and request.method == "GET":
+            return await web_routes.connect(request)
+        if path == RESERVED_PREFIX + "logout":
+            raise web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/logout")
+        raise web.HTTPNotFound()
+    session = context.current_session(request)
+    if session is None:
+        if request.method in ("GET", "HEAD"):
+            return login_redirect(request, origin)
+        return svc.pages.message(401, "Please sign in", "Your session has ended. Open the database "
+                                 "again from the library's list to sign in.",
+                                 links=[(f"{svc.config.proxy.public_origin}/databases", "Databases")],
+                                 reason="signed-out")
+    if not vendor.licensed_for(session.membership.groups):
+        return web_routes.not_licensed(svc, vendor)
+    return await proxy_to_vendor(request, origin, vendor, session)
+
+
+def create_app(config: Config) -> web.Application:
+    """The proxy as an aiohttp application; its parts open and close with the app."""
+    app = web.Application(
+        # Order matters: errors wrap everything; sessions are loaded before the host dispatch
+        # sends a request to the vendor or to the proxy's own routes.
+        middlewares=[errors_middleware, sessions_middleware, hosts_middleware],
+        client_max_size=web_routes.MAX_FORM_BYTES,
+        handler_args={"max_field_size": 8190, "max_line_size": 8190},
+    )
+    app.add_routes(web_routes.routes)
+    app.cleanup_ctx.append(_lifecycle(config))
+    return app
+
+
+def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        state: Path = config.proxy.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        secret = load_secret(config)
+        keys = load_or_create_keys(config.assertion.key_file, config.assertion.algorithm)
+        https = config.proxy.scheme == "https"
+        authenticator = make_authenticator(config, secret)
+        await authenticator.start()
+        store = make_store(config.sessions)
+        client = make_client(config.upstream)
+        app[context.SERVICES] = context.Services(
+            config=config,
+            vendors=VendorMap(config.vendors, config.proxy.host, config.proxy.scheme),
+            store=store,
+            authenticator=authenticator,
+            minter=AssertionMinter(keys, issuer=config.proxy.public_origin, scope=config.library.scope,
+                                   lifetime=config.assertion.lifetime),
+            client=client,
+            pages=Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme),
+            secret=secret,
+            cookie_name="__Host-libproxy" if https else "libproxy",
+            secure_cookies=https,
+        )
+        log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
+                 len(config.vendors), config.sessions.store, config.patrons.source)
+        try:
+            yield
+        finally:
+            await client.close()
+            await store.close()
+            await authenticator.close()
+
+    return lifecycle

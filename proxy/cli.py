@@ -1,0 +1,214 @@
+"""Command line: ``libproxy`` or ``python -m proxy``.
+
+    serve --config FILE          run the proxy
+    check-config FILE [--probe]  check a configuration, listing every problem (exit 1 if any)
+    demo                         run the demo vendor and the proxy on embedded defaults
+    patrons add --file F --card C --groups a,b [--home H]   add a patron (PIN asked for)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy import config as config_mod
+from proxy.errors import ConfigError
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _require_c_parser() -> None:
+    """The pure-Python HTTP parser accepts request-smuggling inputs the C parser rejects."""
+    from aiohttp import http_parser
+
+    if getattr(http_parser, "HttpRequestParserC", None) is not http_parser.HttpRequestParser:
+        if os.environ.get("LIBPROXY_ALLOW_PYTHON_PARSER") != "1":
+            raise SystemExit(
+                "aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS set, or no compiled "
+                "wheel for this platform). The pure-Python parser accepts malformed requests the C "
+                "parser refuses, so the proxy will not start. Install aiohttp's wheel, or set "
+                "LIBPROXY_ALLOW_PYTHON_PARSER=1 to accept the risk."
+            )
+        logging.getLogger("libproxy").warning("running with aiohttp's pure-Python HTTP parser")
+
+
+def _run(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    # access_log=None: aiohttp's default access log records the client address, the request
+    # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
+    web.run_app(app, host=host, port=port, ssl_context=ssl_context, access_log=None, print=None,
+                shutdown_timeout=10)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.app import create_app
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    _require_c_parser()
+    ssl_context = None
+    if cfg.proxy.tls_cert and cfg.proxy.tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
+    logging.getLogger("libproxy").info("listening on %s:%d for %s", cfg.proxy.listen_host,
+                                       cfg.proxy.listen_port, cfg.proxy.public_origin)
+    _run(create_app(cfg), cfg.proxy.listen_host, cfg.proxy.listen_port, ssl_context)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_mod.load(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.problems)} problem(s):")
+        for problem in exc.problems:
+            print(f"  - {problem}")
+        return 1
+    problems: list[str] = []
+    if args.probe:
+        problems = asyncio.run(_probe(cfg))
+    if problems:
+        print(f"{args.file}: the configuration is valid, but the probe found {len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"{args.file}: OK ({len(cfg.vendors)} vendors, patrons from {cfg.patrons.source}, "
+          f"sessions in {cfg.sessions.store})")
+    return 0
+
+
+async def _probe(cfg: config_mod.Config) -> list[str]:
+    from proxy.app import load_secret
+    from proxy.patrons import make_authenticator
+
+    authenticator = make_authenticator(cfg, load_secret(cfg))
+    probe = getattr(authenticator, "probe", None)
+    try:
+        if probe is not None:
+            found: list[str] = await probe()
+            return found
+        await authenticator.start()
+        return []
+    except Exception as exc:
+        return [f"[patrons] {cfg.patrons.source}: {exc}"]
+    finally:
+        await authenticator.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.app import create_app
+    from proxy.demo import DEMO_CARD, DEMO_PIN, demo_config, demo_vendor_app
+
+    cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port)
+    app = create_app(cfg)
+
+    async def vendor_ctx(_app: web.Application) -> object:
+        runner = web.AppRunner(demo_vendor_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.vendor_port).start()
+        yield
+        await runner.cleanup()
+
+    app.cleanup_ctx.insert(0, vendor_ctx)  # type: ignore[arg-type]
+    origin = cfg.proxy.public_origin
+    print(
+        "\nThe library proxy demo is running.\n\n"
+        f"  Open:     {origin}/databases\n"
+        f"  Card:     {DEMO_CARD}\n"
+        f"  PIN:      {DEMO_PIN}\n\n"
+        f"The demo vendor runs at http://127.0.0.1:{args.vendor_port}/ and is reached through the proxy\n"
+        "as a *.proxy.localhost host name (browsers resolve *.localhost to this computer).\n"
+        "Its page \"What this site received\" shows everything the vendor sees.\n"
+        "Press Ctrl+C to stop.\n",
+        flush=True,
+    )
+    _run(app, cfg.proxy.listen_host, cfg.proxy.listen_port, None)
+    return 0
+
+
+def cmd_patrons_add(args: argparse.Namespace) -> int:
+    from proxy.patrons.base import acceptable_credentials
+    from proxy.patrons.hashing import hash_pin
+    from proxy.patrons.local import STATUSES, add_patron
+
+    if args.pin_stdin:
+        pin = sys.stdin.readline().rstrip("\n")
+    else:
+        pin = getpass.getpass("PIN for this card: ")
+        if getpass.getpass("PIN again: ") != pin:
+            print("The two PINs differ; nothing was written.", file=sys.stderr)
+            return 1
+    if not acceptable_credentials(args.card, pin):
+        print("The card number and PIN must be non-empty, printable and not overlong.", file=sys.stderr)
+        return 1
+    if args.status not in STATUSES:
+        print(f"--status must be one of {', '.join(STATUSES)}", file=sys.stderr)
+        return 1
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if not groups:
+        print("--groups must name at least one group (e.g. wolcott,bibliomation)", file=sys.stderr)
+        return 1
+    replaced = add_patron(Path(args.file), args.card, hash_pin(pin), groups, args.home, args.status)
+    print(f"{'Updated' if replaced else 'Added'} one patron in {args.file}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="libproxy", description="A privacy-first library database proxy.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="the TOML configuration file")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="check a configuration file and list every problem")
+    check.add_argument("file")
+    check.add_argument("--probe", action="store_true", help="also connect to the patron directory")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="run a demo vendor and the proxy on embedded defaults")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--vendor-port", type=int, default=8081)
+    demo.add_argument("--state-dir", default="var/demo")
+    demo.set_defaults(func=cmd_demo)
+
+    patrons = sub.add_parser("patrons", help="manage the local patrons file")
+    psub = patrons.add_subparsers(dest="patrons_command", required=True)
+    add = psub.add_parser("add", help="add or update a patron with a hashed PIN")
+    add.add_argument("--file", required=True)
+    add.add_argument("--card", required=True)
+    add.add_argument("--groups", required=True, help="comma-separated, e.g. wolcott,bibliomation")
+    add.add_argument("--home", default=None, help="home library, e.g. wolcott")
+    add.add_argument("--status", default="active")
+    add.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+    add.set_defaults(func=cmd_patrons_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The parts wired at start (``Services``) and the typed keys the request path uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from proxy.assertion import AssertionMinter
+from proxy.config import Config
+from proxy.patrons.base import Authenticator
+from proxy.sessions import Session, SessionStore
+from proxy.vendors import Origin, VendorMap
+from proxy.web.pages import Pages
+
+
+@dataclass
+class Services:
+    config: Config
+    vendors: VendorMap
+    store: SessionStore
+    authenticator: Authenticator
+    minter: AssertionMinter
+    client: aiohttp.ClientSession
+    pages: Pages
+    secret: bytes
+    cookie_name: str
+    secure_cookies: bool
+
+
+SERVICES = web.AppKey("services", Services)
+
+# Per-request values set by the middlewares (aiohttp requests are dict-like).
+SESSION = "libproxy.session"
+VENDOR_ORIGIN = "libproxy.origin"
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def current_session(request: web.Request) -> Session | None:
+    value = request.get(SESSION)
+    return value if isinstance(value, Session) else None
+
+
+def vendor_origin(request: web.Request) -> Origin | None:
+    value = request.get(VENDOR_ORIGIN)
+    return value if isinstance(value, Origin) else None

@@ -1,0 +1,74 @@
+"""In-memory sessions on cachetools: one proxy instance, lost on restart (by design: nothing
+about patrons is written to disk)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cachetools import TTLCache
+
+from proxy.membership import Membership
+from proxy.sessions import Session, new_session_id
+
+
+class MemorySessionStore:
+    def __init__(self, idle: float, lifetime: float, max_sessions: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._idle = idle
+        self._lifetime = lifetime
+        self._clock = clock
+        # The TTL cache drops sessions idle for longer than ``idle`` (each touch re-inserts);
+        # the absolute lifetime is checked on read. ``maxsize`` bounds memory under a flood of
+        # sign-ins: the least recently used session goes first.
+        self._sessions: TTLCache[str, Session] = TTLCache(max_sessions, idle, timer=clock)
+        # Tickets live a minute at most; each also carries its own deadline.
+        self._tickets: TTLCache[str, tuple[str, str, float]] = TTLCache(max_sessions, 60, timer=clock)
+
+    async def create(self, membership: Membership) -> Session:
+        now = self._clock()
+        session = Session(new_session_id(), membership, created=now, last_seen=now)
+        self._sessions[session.id] = session
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = self._clock()
+        if now - session.created > self._lifetime or now - session.last_seen > self._idle:
+            self._sessions.pop(session_id, None)
+            return None
+        return session
+
+    async def save(self, session: Session) -> None:
+        if session.id in self._sessions:
+            self._sessions[session.id] = session
+
+    async def touch(self, session: Session) -> None:
+        now = self._clock()
+        # Re-inserting refreshes the idle TTL; skip it when the last touch was very recent so
+        # the hot path does not re-hash the cache on every request of a page load.
+        if now - session.last_seen >= 1.0 and session.id in self._sessions:
+            session.last_seen = now
+            self._sessions[session.id] = session
+
+    async def delete(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def add_ticket(self, ticket: str, session_id: str, target: str, ttl: float) -> None:
+        self._tickets[ticket] = (session_id, target, self._clock() + ttl)
+
+    async def take_ticket(self, ticket: str) -> tuple[str, str] | None:
+        found = self._tickets.pop(ticket, None)
+        if found is None or found[2] < self._clock():
+            return None
+        return found[0], found[1]
+
+    async def count(self) -> int:
+        self._sessions.expire()
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        self._sessions.clear()
+        self._tickets.clear()

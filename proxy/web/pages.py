@@ -1,0 +1,53 @@
+"""Rendering the proxy's own pages: Jinja2 with autoescaping, and the headers every page gets.
+
+Every page is plain HTML with no script, escapes everything it shows, and is sent with a strict
+Content-Security-Policy (``frame-ancestors 'none'`` against clickjacking), ``nosniff`` and
+``no-store`` so a shared library computer's cache keeps nothing of a patron's visit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class Pages:
+    def __init__(self, library_name: str, proxy_origin: str, proxy_host: str, scheme: str) -> None:
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self._globals = {"library_name": library_name, "proxy_origin": proxy_origin}
+        # Sign-in forms redirect on to proxied hosts; browsers apply form-action to that redirect.
+        self.csp = (
+            "default-src 'none'; style-src 'self'; img-src 'self'; "
+            f"form-action 'self' {scheme}://*.{proxy_host}; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+
+    def render(self, template: str, status: int = 200, **context: Any) -> web.Response:
+        body = self._env.get_template(template).render(**self._globals, **context)
+        response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+        self.secure(response)
+        return response
+
+    def message(self, status: int, title: str, text: str, *, links: list[tuple[str, str]] | None = None,
+                reason: str | None = None) -> web.Response:
+        """A page that explains one thing in plain words, with optional (url, label) links."""
+        response = self.render("message.html", status=status, title=title, text=text, links=links or [])
+        if reason:
+            response.headers["X-Libproxy-Reason"] = reason
+        return response
+
+    def secure(self, response: web.StreamResponse) -> None:
+        response.headers["Content-Security-Policy"] = self.csp
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"

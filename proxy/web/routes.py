@@ -1,0 +1,257 @@
+"""Routes of the proxy's own host: sign-in, sign-out, database list, JWKS, health.
+
+Sign-in across proxied hosts: each proxied host (``<label>.<proxy host>``) gets its own
+host-only session cookie. After sign-in the patron is sent to
+``<proxied host>/.libproxy/connect?ticket=...`` with a one-time, one-minute ticket; that host
+trades it for its cookie and redirects to the page asked for. No cookie is ever set for the
+parent domain, so a vendor's script on one proxied host cannot plant or read another host's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from urllib.parse import quote
+
+from aiohttp import web
+
+from proxy import context
+from proxy.errors import BadInput, DirectoryUnavailable
+from proxy.patrons.base import CardRefused
+from proxy.vendors import ParsedURL, Vendor, parse_absolute_url
+
+log = logging.getLogger("libproxy.web")
+
+CSRF_COOKIE = "libproxy_csrf"
+TICKET_TTL = 60.0
+MAX_FORM_BYTES = 16 * 1024
+
+routes = web.RouteTableDef()
+
+
+def set_session_cookie(response: web.StreamResponse, svc: context.Services, session_id: str) -> None:
+    # Host-only (no Domain), HttpOnly, SameSite=Lax, Secure over https; the __Host- prefix (used
+    # over https) makes browsers refuse any attempt to set it with a Domain or from http.
+    response.set_cookie(
+        svc.cookie_name, session_id, path="/", httponly=True, samesite="Lax",
+        secure=svc.secure_cookies,
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse, svc: context.Services) -> None:
+    response.del_cookie(svc.cookie_name, path="/", secure=svc.secure_cookies, httponly=True,
+                        samesite="Lax")
+
+
+def _single_param(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        # SECURITY: parameter pollution (url=good&url=evil) is refused, not resolved.
+        raise BadInput("The link you followed is malformed.", 400)
+    return values[0] if values else None
+
+
+def resolve_target(svc: context.Services, url: str) -> tuple[ParsedURL, Vendor]:
+    """A starting-point URL and its vendor, or BadInput (404) when it is not configured."""
+    parsed = parse_absolute_url(url)
+    vendor = svc.vendors.match(parsed.origin) if parsed is not None else None
+    if parsed is None or vendor is None or svc.vendors.proxied_origin(parsed.origin) is None:
+        # SECURITY: no open proxy and no open redirect: unknown targets stop here, no
+        # connection is made, and the URL is not echoed back into the page.
+        raise BadInput("not-configured", 404)
+    return parsed, vendor
+
+
+def not_configured(svc: context.Services) -> web.Response:
+    return svc.pages.message(
+        404, "This database is not available through the library",
+        "The link you followed points to a site that this library's proxy is not set up for. "
+        "If you expected it to work, please tell the library which link you used.",
+        links=[(f"{svc.config.proxy.public_origin}/databases", "See the databases your library offers")],
+        reason="not-configured",
+    )
+
+
+def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
+    groups = ", ".join(sorted(vendor.groups))
+    return svc.pages.message(
+        403, f"{vendor.title} is not included with your card",
+        f"This database is licensed to patrons of: {groups}. Your library card is not one of "
+        "them. A card from one of those libraries, or a visit to the library, gives access.",
+        links=[(f"{svc.config.proxy.public_origin}/databases", "See the databases you can use")],
+        reason="not-licensed",
+    )
+
+
+async def connect_redirect(svc: context.Services, session_id: str, parsed: ParsedURL) -> web.HTTPSeeOther:
+    """Send a signed-in patron to a proxied page through a one-time ticket."""
+    ticket = secrets.token_urlsafe(24)
+    await svc.store.add_ticket(ticket, session_id, parsed.rest, TICKET_TTL)
+    base = svc.vendors.proxied_origin(parsed.origin)
+    return web.HTTPSeeOther(f"{base}/.libproxy/connect?ticket={ticket}")
+
+
+def _login_form(request: web.Request, svc: context.Services, url: str, vendor: Vendor | None,
+                error: str | None = None, status: int = 200) -> web.Response:
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) != 32 or not token.isalnum():
+        token = secrets.token_hex(16)
+    response = svc.pages.render(
+        "login.html", status=status, csrf=token, url=url,
+        vendor_title=vendor.title if vendor else None, error=error,
+    )
+    response.set_cookie(CSRF_COOKIE, token, path="/login", httponly=True, samesite="Strict",
+                        secure=svc.secure_cookies)
+    return response
+
+
+@routes.get("/login")
+async def login_page(request: web.Request) -> web.StreamResponse:
+    svc = context.services(request)
+    url = _single_param(request, "url")
+    parsed, vendor = (None, None)
+    if url:
+        try:
+            parsed, vendor = resolve_target(svc, url)
+        except BadInput:
+            return not_configured(svc)
+    session = context.current_session(request)
+    if session is not None:
+        if parsed is None or vendor is None:
+            raise web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/databases")
+        if not vendor.licensed_for(session.membership.groups):
+            return not_licensed(svc, vendor)
+        raise await connect_redirect(svc, session.id, parsed)
+    return _login_form(request, svc, url or "", vendor)
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    svc = context.services(request)
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise BadInput("The sign-in form was too large.", 413)
+    form = await request.post()
+    def field(name: str) -> str:
+        value = form.get(name, "")
+        return value if isinstance(value, str) else ""
+    url, card, pin = field("url"), field("card").strip(), field("pin")
+    parsed, vendor = (None, None)
+    if url:
+        try:
+            parsed, vendor = resolve_target(svc, url)
+        except BadInput:
+            return not_configured(svc)
+    cookie_token = request.cookies.get(CSRF_COOKIE, "")
+    # SECURITY: login CSRF: a form posted from another site cannot know this cookie's value.
+    if not cookie_token or not hmac.compare_digest(cookie_token, field("csrf")):
+        return _login_form(request, svc, url, vendor, status=400,
+                           error="Your sign-in form had expired. Please try again.")
+    try:
+        membership = await svc.authenticator.authenticate(card, pin)
+    except CardRefused as refused:
+        return svc.pages.message(403, "Your card cannot be used right now", refused.message,
+                                 reason=f"card-{refused.reason}")
+    except DirectoryUnavailable:
+        raise
+    if membership is None:
+        # The same words and status for an unknown card and a wrong PIN.
+        return _login_form(request, svc, url, vendor, status=401,
+                           error="That card number and PIN were not recognised. Please try again.")
+    old = context.current_session(request)
+    if old is not None:
+        await svc.store.delete(old.id)
+    # SECURITY: a fresh session id at every sign-in defeats session fixation.
+    session = await svc.store.create(membership)
+    if parsed is not None and vendor is not None:
+        if not vendor.licensed_for(membership.groups):
+            response: web.StreamResponse = not_licensed(svc, vendor)
+        else:
+            response = await connect_redirect(svc, session.id, parsed)
+    else:
+        response = web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/databases")
+    set_session_cookie(response, svc, session.id)
+    response.del_cookie(CSRF_COOKIE, path="/login")
+    return response
+
+
+@routes.get("/logout")
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    svc = context.services(request)
+    session = context.current_session(request)
+    if session is not None:
+        # Ends the session on the server: every proxied host's cookie dies with it, and the
+        # vendor cookies kept for this patron are forgotten.
+        await svc.store.delete(session.id)
+    response = svc.pages.message(
+        200, "You are signed out",
+        "You have been signed out of the library's databases. On a shared computer, close the "
+        "browser to finish.",
+        links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+        reason="signed-out",
+    )
+    clear_session_cookie(response, svc)
+    return response
+
+
+@routes.get("/databases")
+async def databases(request: web.Request) -> web.StreamResponse:
+    svc = context.services(request)
+    session = context.current_session(request)
+    groups = session.membership.groups if session else frozenset()
+    items = [
+        {
+            "title": v.title,
+            "description": v.description,
+            "licensed": v.licensed_for(groups),
+            "link": f"{svc.config.proxy.public_origin}/login?url={quote(v.start, safe='')}",
+        }
+        for v in svc.vendors.vendors
+    ]
+    return svc.pages.render("databases.html", title="Databases", vendors=items, signed_in=session is not None)
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(f"{context.services(request).config.proxy.public_origin}/databases")
+
+
+@routes.get("/.well-known/jwks.json")
+async def jwks(request: web.Request) -> web.StreamResponse:
+    svc = context.services(request)
+    response = web.json_response(svc.minter.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+routes.static("/static", str(__import__("pathlib").Path(__file__).parent / "static"))
+
+
+async def connect(request: web.Request) -> web.StreamResponse:
+    """On a proxied host: trade a one-time ticket for this host's session cookie."""
+    svc = context.services(request)
+    origin = context.vendor_origin(request)
+    ticket = _single_param(request, "ticket") or ""
+    taken = await svc.store.take_ticket(ticket) if 16 <= len(ticket) <= 64 else None
+    session = await svc.store.get(taken[0]) if taken else None
+    if taken is None or session is None or origin is None:
+        return svc.pages.message(
+            400, "This sign-in link has expired",
+            "Sign-in links work once and only for a minute. Please open the database again from "
+            "the library's list.",
+            links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+            reason="ticket-expired",
+        )
+    proxied = svc.vendors.proxied_origin(origin)
+    # The target is a path we stored ourselves; made absolute so "//host" paths stay on this host.
+    response = web.HTTPSeeOther(f"{proxied}{taken[1]}")
+    set_session_cookie(response, svc, session.id)
+    svc.pages.secure(response)
+    return response
