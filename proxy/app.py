@@ -12,17 +12,17 @@ On a proxied host only ``/.libproxy/...`` is the proxy's own; every other path i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 from aiohttp import web
 
 from proxy import context
-from proxy.assertion import AssertionMinter, load_or_create_keys
+from proxy.assertion import AssertionMinter, SigningKey, load_or_create_keys
 from proxy.config import Config
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
@@ -31,7 +31,7 @@ from proxy.patrons import make_authenticator
 from proxy.sessions import make_store
 from proxy.vendors import VendorMap
 from proxy.web import routes as web_routes
-from proxy.web.pages import Pages
+from proxy.web.pages import Pages, redirect
 
 log = logging.getLogger("libproxy")
 
@@ -62,8 +62,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
-            pages.secure(exc)
-            return exc
+            location = exc.headers.get("Location")
+            response = redirect(location, exc.status) if location else web.Response(status=exc.status)
+            pages.secure(response)
+            return response
         if exc.status == 404:
             return pages.message(404, "Page not found", "There is no page at this address.", reason="not-found")
         if exc.status == 405:
@@ -146,7 +148,7 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
         if path == RESERVED_PREFIX + "connect" and request.method == "GET":
             return await web_routes.connect(request)
         if path == RESERVED_PREFIX + "logout":
-            raise web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/logout")
+            return redirect(f"{svc.config.proxy.public_origin}/logout")
         raise web.HTTPNotFound()
     session = context.current_session(request)
     if session is None:
@@ -175,12 +177,15 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+def _prepare_state(config: Config) -> tuple[bytes, list[SigningKey]]:
+    """Create the state directory, the keyed-hash secret and the signing keys if absent."""
+    config.proxy.state_dir.mkdir(parents=True, exist_ok=True)
+    return load_secret(config), load_or_create_keys(config.assertion.key_file, config.assertion.algorithm)
+
+
 def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        state: Path = config.proxy.state_dir
-        state.mkdir(parents=True, exist_ok=True)
-        secret = load_secret(config)
-        keys = load_or_create_keys(config.assertion.key_file, config.assertion.algorithm)
+        secret, keys = await asyncio.to_thread(_prepare_state, config)
         https = config.proxy.scheme == "https"
         authenticator = make_authenticator(config, secret)
         await authenticator.start()

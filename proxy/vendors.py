@@ -367,7 +367,9 @@ def check_vendor_table(configs: Sequence[VendorConfig]) -> list[str]:
                 )
         for host, alias in cfg.aliases.items():
             if not re.fullmatch(r"[a-z0-9]([a-z0-9]|-(?!-)){0,40}", alias.lower()) or alias.endswith("-"):
-                problems.append(f"{where} aliases: {alias!r} for {host!r} must be short letters, digits and single dashes")
+                problems.append(
+                    f"{where} aliases: {alias!r} for {host!r} must be short letters, digits and single dashes"
+                )
         if cfg.start:
             parsed = parse_absolute_url(cfg.start)
             if parsed is None:

@@ -23,6 +23,7 @@ from proxy.forward import cookies
 from proxy.forward.headers import OutboundPolicy, outbound_headers, response_headers
 from proxy.sessions import Session
 from proxy.vendors import Origin, Vendor, parse_absolute_url
+from proxy.web.pages import redirect
 
 log = logging.getLogger("libproxy.forward")
 
@@ -50,7 +51,7 @@ def login_redirect(request: web.Request, origin: Origin) -> web.Response:
     svc = context.services(request)
     target = f"{origin}{request.raw_path}"
     location = f"{svc.config.proxy.public_origin}/login?url={quote(target, safe='')}"
-    raise web.HTTPFound(location)
+    return redirect(location, 302)
 
 
 def _map_location(svc: context.Services, origin: Origin, value: str) -> str | None:

@@ -15,7 +15,7 @@ before it reaches the source.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from proxy.errors import ProxyError
 from proxy.membership import Membership
@@ -29,7 +29,7 @@ MAX_PIN_LENGTH = 128
 class CardRefused(ProxyError):
     """Right credentials, but the card may not be used now. ``reason`` is a short code."""
 
-    REASONS = {
+    REASONS: ClassVar[dict[str, str]] = {
         "expired": "Your library card has expired. Please contact your library to renew it.",
         "blocked": "Your library card cannot be used for online databases at the moment. "
         "Please contact your library.",

@@ -69,7 +69,9 @@ def parse_patrons(text: str, where: str) -> dict[str, PatronEntry]:
             problems.append(f"{place}: status must be one of {', '.join(STATUSES)}")
         unknown = set(item) - {"card", "pin", "groups", "home", "status"}
         if unknown:
-            problems.append(f"{place}: unknown keys {', '.join(sorted(unknown))} (names and e-mails do not belong here)")
+            problems.append(
+                f"{place}: unknown keys {', '.join(sorted(unknown))} (names and e-mails do not belong here)"
+            )
         if card in entries:
             problems.append(f"{place}: the same card appears twice")
         entries[card] = PatronEntry(str(pin), frozenset(groups), home, str(status))

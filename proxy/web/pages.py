@@ -16,6 +16,11 @@ from aiohttp import web
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+def redirect(location: str, status: int = 303) -> web.Response:
+    """A redirect as a plain response (aiohttp deprecates returning HTTPException objects)."""
+    return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 class Pages:
     def __init__(self, library_name: str, proxy_origin: str, proxy_host: str, scheme: str) -> None:
         self._env = jinja2.Environment(

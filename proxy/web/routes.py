@@ -20,6 +20,7 @@ from proxy import context
 from proxy.errors import BadInput, DirectoryUnavailable
 from proxy.patrons.base import CardRefused
 from proxy.vendors import ParsedURL, Vendor, parse_absolute_url
+from proxy.web.pages import redirect
 
 log = logging.getLogger("libproxy.web")
 
@@ -84,12 +85,12 @@ def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
     )
 
 
-async def connect_redirect(svc: context.Services, session_id: str, parsed: ParsedURL) -> web.HTTPSeeOther:
+async def connect_redirect(svc: context.Services, session_id: str, parsed: ParsedURL) -> web.Response:
     """Send a signed-in patron to a proxied page through a one-time ticket."""
     ticket = secrets.token_urlsafe(24)
     await svc.store.add_ticket(ticket, session_id, parsed.rest, TICKET_TTL)
     base = svc.vendors.proxied_origin(parsed.origin)
-    return web.HTTPSeeOther(f"{base}/.libproxy/connect?ticket={ticket}")
+    return redirect(f"{base}/.libproxy/connect?ticket={ticket}")
 
 
 def _login_form(request: web.Request, svc: context.Services, url: str, vendor: Vendor | None,
@@ -119,10 +120,10 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     session = context.current_session(request)
     if session is not None:
         if parsed is None or vendor is None:
-            raise web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/databases")
+            return redirect(f"{svc.config.proxy.public_origin}/databases")
         if not vendor.licensed_for(session.membership.groups):
             return not_licensed(svc, vendor)
-        raise await connect_redirect(svc, session.id, parsed)
+        return await connect_redirect(svc, session.id, parsed)
     return _login_form(request, svc, url or "", vendor)
 
 
@@ -169,7 +170,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         else:
             response = await connect_redirect(svc, session.id, parsed)
     else:
-        response = web.HTTPSeeOther(f"{svc.config.proxy.public_origin}/databases")
+        response = redirect(f"{svc.config.proxy.public_origin}/databases")
     set_session_cookie(response, svc, session.id)
     response.del_cookie(CSRF_COOKIE, path="/login")
     return response
@@ -214,7 +215,7 @@ async def databases(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/")
 async def index(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound(f"{context.services(request).config.proxy.public_origin}/databases")
+    return redirect(f"{context.services(request).config.proxy.public_origin}/databases", 302)
 
 
 @routes.get("/.well-known/jwks.json")
@@ -251,7 +252,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
         )
     proxied = svc.vendors.proxied_origin(origin)
     # The target is a path we stored ourselves; made absolute so "//host" paths stay on this host.
-    response = web.HTTPSeeOther(f"{proxied}{taken[1]}")
+    response = redirect(f"{proxied}{taken[1]}")
     set_session_cookie(response, svc, session.id)
     svc.pages.secure(response)
     return response
