@@ -3,9 +3,10 @@
 Middlewares, outermost first:
 
 1. ``errors``   every failure becomes a plain page (no traceback ever reaches a browser);
-2. ``hosts``    the Host header decides the request's kind: the proxy's own host (routes below),
-                a proxied vendor host (forwarding), or anything else ("not configured");
-3. ``sessions`` the session cookie becomes the ``Session`` (or None) for the handlers.
+2. ``client``   the client's address (trusted proxies only) and its library network, if any;
+3. ``sessions`` the session cookie becomes the ``Session`` (or None) for the handlers;
+4. ``hosts``    the Host header decides the request's kind: the proxy's own host (routes below),
+                a proxied vendor host (forwarding), or anything else ("not configured").
 
 On a proxied host only ``/.libproxy/...`` is the proxy's own; every other path is the vendor's.
 """
@@ -27,8 +28,10 @@ from proxy.config import Config
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
 from proxy.forward.handler import RESERVED_PREFIX, login_redirect, proxy_to_vendor
+from proxy.membership import Membership
+from proxy.network import LibraryNetwork, Networks, client_address, parse_network
 from proxy.patrons import make_authenticator
-from proxy.sessions import make_store
+from proxy.sessions import Session, make_store
 from proxy.vendors import VendorMap
 from proxy.web import routes as web_routes
 from proxy.web.pages import Pages, redirect
@@ -125,15 +128,44 @@ async def hosts_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 @web.middleware
+async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decide the client's address once, and which library network (if any) it is on."""
+    svc = context.services(request)
+    forwarded = request.headers.getall(svc.config.network.forwarded_header, [])
+    address = client_address(request.remote, forwarded, svc.config.network.forwarded_header,
+                             svc.trusted_proxies)
+    request[context.CLIENT] = address
+    request[context.LIBRARY_GROUPS] = svc.networks.groups_for(address)
+    return await handler(request)
+
+
+@web.middleware
 async def sessions_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     svc = context.services(request)
     session_id = request.cookies.get(svc.cookie_name)
     if session_id and _SESSION_ID.match(session_id):
         session = await svc.store.get(session_id)
+        if session is not None and session.membership.source == "network" and not (
+            session.membership.groups <= context.library_groups(request)
+        ):
+            # An in-library session is tied to the library's network: carried home on a
+            # laptop, it is worth nothing, and the patron signs in with their card instead.
+            session = None
         if session is not None:
             await svc.store.touch(session)
             request[context.SESSION] = session
     return await handler(request)
+
+
+async def network_session(request: web.Request) -> Session | None:
+    """A session for a machine on a library network: its groups, and no patron key at all."""
+    groups = context.library_groups(request)
+    if not groups:
+        return None
+    svc = context.services(request)
+    session = await svc.store.create(Membership(groups=groups, key=None, source="network"))
+    request[context.SESSION] = session
+    return session
 
 
 async def vendor_host(request: web.Request) -> web.StreamResponse:
@@ -151,6 +183,19 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
             return redirect(f"{svc.config.proxy.public_origin}/logout")
         raise web.HTTPNotFound()
     session = context.current_session(request)
+    licensed = session is not None and vendor.licensed_for(session.membership.groups)
+    if not licensed and vendor.is_anonymous(request.raw_path):
+        # Open resources: forwarded without sign-in and without any membership assertion.
+        return await proxy_to_vendor(request, origin, vendor, session, member=False)
+    on_response = None
+    if session is None and vendor.licensed_for(context.library_groups(request)):
+        session = await network_session(request)
+        assert session is not None
+        new_id = session.id
+
+        def on_response(response: web.StreamResponse) -> None:
+            web_routes.set_session_cookie(response, svc, new_id)
+
     if session is None:
         if request.method in ("GET", "HEAD"):
             return login_redirect(request, origin)
@@ -160,15 +205,15 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
                                  reason="signed-out")
     if not vendor.licensed_for(session.membership.groups):
         return web_routes.not_licensed(svc, vendor)
-    return await proxy_to_vendor(request, origin, vendor, session)
+    return await proxy_to_vendor(request, origin, vendor, session, on_response=on_response)
 
 
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application; its parts open and close with the app."""
     app = web.Application(
-        # Order matters: errors wrap everything; sessions are loaded before the host dispatch
-        # sends a request to the vendor or to the proxy's own routes.
-        middlewares=[errors_middleware, sessions_middleware, hosts_middleware],
+        # Order matters: errors wrap everything; the client address is known before sessions
+        # (in-library sessions depend on it); both before the host dispatch.
+        middlewares=[errors_middleware, client_middleware, sessions_middleware, hosts_middleware],
         client_max_size=web_routes.MAX_FORM_BYTES,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
@@ -203,6 +248,11 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             secret=secret,
             cookie_name="__Host-libproxy" if https else "libproxy",
             secure_cookies=https,
+            networks=Networks([
+                LibraryNetwork(lib.name, tuple(n for n in map(parse_network, lib.cidrs) if n), lib.groups)
+                for lib in config.network.libraries
+            ]),
+            trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
                  len(config.vendors), config.sessions.store, config.patrons.source)

@@ -121,7 +121,7 @@ class AssertionMinter:
         # Re-mint when less than a fifth of the lifetime (at least 10 s) is left, so a vendor
         # never receives a token about to expire in flight.
         self._margin = max(10, self._lifetime // 5)
-        self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, float]] = {}
+        self._cache: dict[tuple[str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = {}
 
     @property
     def signing_key(self) -> SigningKey:
@@ -130,7 +130,7 @@ class AssertionMinter:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in self._keys]}
 
-    def token(self, vendor_id: str, extra: dict[str, str] | None = None) -> str:
+    def token(self, vendor_id: str, extra: dict[str, str | bool] | None = None) -> str:
         """The current assertion for ``vendor_id``; ``extra`` adds claims shared by a group of
         patrons (never per-patron values)."""
         cache_key = (vendor_id, tuple(sorted((extra or {}).items())))

@@ -296,6 +296,20 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class LibraryNetworkConfig:
+    name: str
+    cidrs: tuple[str, ...]
+    groups: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    trusted_proxies: tuple[str, ...]  # CIDRs of load balancers allowed to name the client
+    forwarded_header: str  # "x-forwarded-for", "forwarded", or a one-address header
+    libraries: tuple[LibraryNetworkConfig, ...]
+
+
+@dataclass(frozen=True)
 class VendorConfig:
     id: str
     title: str
@@ -306,6 +320,10 @@ class VendorConfig:
     description: str = ""
     cookie_passthrough: bool = False
     aliases: Mapping[str, str] = field(default_factory=dict)
+    on_site: str = "proxy"  # in the library: "proxy" (no sign-in) or "direct" (straight to vendor)
+    anonymous: bool = False  # no sign-in at all (open resources)
+    anonymous_paths: tuple[str, ...] = ()  # glob patterns of paths open without sign-in
+    assert_on_site: bool = False  # tell the vendor whether the member is in the library
 
 
 @dataclass(frozen=True)
@@ -317,7 +335,9 @@ class Config:
     sessions: SessionsConfig
     assertion: AssertionConfig
     upstream: UpstreamConfig
+    network: NetworkConfig
     vendors: tuple[VendorConfig, ...]
+    group_names: Mapping[str, str] = field(default_factory=dict)
 
 
 # Parsers of pluggable sources' options, keyed by source name. Each takes the [patrons] Reader.
@@ -452,13 +472,61 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     )
     u.unknown_keys()
 
+    network = _parse_network(root.sub("network"))
+    group_names = root.str_map("groups")
     vendors = _parse_vendors(root, problems, base)
     root.unknown_keys(("vendor",))
     problems.raise_if_any()
     return Config(
         path=path, proxy=proxy, library=library, patrons=patrons, sessions=sessions,
-        assertion=assertion, upstream=upstream, vendors=vendors,
+        assertion=assertion, upstream=upstream, network=network, vendors=vendors,
+        group_names=group_names,
     )
+
+
+def _parse_network(n: Reader) -> NetworkConfig:
+    from proxy.network import parse_network
+
+    trusted = n.str_list("trusted_proxies")
+    for cidr in trusted:
+        if parse_network(cidr) is None:
+            n._bad("trusted_proxies", f"{cidr!r} is not an address or network like \"10.0.0.5/32\"")
+    header = n.str("forwarded_header", "x-forwarded-for").lower()
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", header):
+        n._bad("forwarded_header", f"{header!r} is not a header name")
+    raw = n._get("library", [])
+    libraries: list[LibraryNetworkConfig] = []
+    if not isinstance(raw, list):
+        n._bad("library", "must be an array of tables ([[network.library]])")
+        raw = []
+    for index, item in enumerate(raw, start=1):
+        if not isinstance(item, Mapping):
+            n._bad("library", f"entry #{index} must be a table")
+            continue
+        lib = Reader(item, f"network.library #{index}", n.problems, n.base)
+        name = lib.str("name", f"network {index}")
+        lib.where = f"network.library {name!r}"
+        cidrs = lib.str_list("cidrs")
+        if not cidrs:
+            lib._bad("cidrs", "must list at least one network, like \"192.0.2.0/24\"")
+        for cidr in cidrs:
+            if parse_network(cidr) is None:
+                lib._bad("cidrs", f"{cidr!r} is not a network like \"192.0.2.0/24\" or \"2001:db8::/48\"")
+        groups = frozenset(lib.str_list("groups"))
+        if not groups:
+            lib._bad("groups", "must name the groups this network grants (e.g. [\"wolcott\", \"bibliomation\"])")
+        libraries.append(LibraryNetworkConfig(name=name, cidrs=cidrs, groups=groups))
+        lib.unknown_keys()
+    n.unknown_keys(("library",))
+    return NetworkConfig(trusted_proxies=trusted, forwarded_header=header, libraries=tuple(libraries))
+
+
+def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
+    patterns = v.str_list(key)
+    for pattern in patterns:
+        if not pattern.startswith("/"):
+            v._bad(key, f"{pattern!r} must be a path pattern starting with \"/\", like \"/open/*\"")
+    return patterns
 
 
 def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[VendorConfig, ...]:
@@ -495,6 +563,10 @@ def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[Vendor
                 id=vid, title=v.str("title", vid), start=start, hosts=hosts, domains=domains,
                 groups=groups, description=v.str("description"),
                 cookie_passthrough=v.bool("cookie_passthrough", False), aliases=aliases,
+                on_site=v.choice("on_site", "proxy", ("proxy", "direct")),
+                anonymous=v.bool("anonymous", False),
+                anonymous_paths=_check_globs(v, "anonymous_paths"),
+                assert_on_site=v.bool("assert_on_site", False),
             )
         )
         v.unknown_keys()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from proxy.assertion import AssertionMinter
 from proxy.config import Config
+from proxy.network import IPAddress, IPNetwork, Networks
 from proxy.patrons.base import Authenticator
 from proxy.sessions import Session, SessionStore
 from proxy.vendors import Origin, VendorMap
@@ -27,6 +28,8 @@ class Services:
     secret: bytes
     cookie_name: str
     secure_cookies: bool
+    networks: Networks
+    trusted_proxies: tuple[IPNetwork, ...]
 
 
 SERVICES = web.AppKey("services", Services)
@@ -34,6 +37,8 @@ SERVICES = web.AppKey("services", Services)
 # Per-request values set by the middlewares (aiohttp requests are dict-like).
 SESSION = "libproxy.session"
 VENDOR_ORIGIN = "libproxy.origin"
+CLIENT = "libproxy.client"          # the client's address (never logged, stored or sent)
+LIBRARY_GROUPS = "libproxy.library"  # groups granted by the library network it is on, if any
 
 
 def services(request: web.Request) -> Services:
@@ -48,3 +53,13 @@ def current_session(request: web.Request) -> Session | None:
 def vendor_origin(request: web.Request) -> Origin | None:
     value = request.get(VENDOR_ORIGIN)
     return value if isinstance(value, Origin) else None
+
+
+def library_groups(request: web.Request) -> frozenset[str]:
+    value = request.get(LIBRARY_GROUPS)
+    return value if isinstance(value, frozenset) else frozenset()
+
+
+def client(request: web.Request) -> IPAddress | None:
+    value = request.get(CLIENT)
+    return value if value is not None else None

@@ -25,6 +25,7 @@ Matching is exact host, or dot-boundary domain (``vendor.com`` matches ``www.ven
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -221,6 +222,20 @@ def parse_origin_spec(spec: str) -> tuple[Origin, ...] | None:
     return (Origin("https", host, port), Origin("http", host, port))
 
 
+# SECURITY: a path is only "anonymous" when it is plain: no encoded dots, slashes, backslashes,
+# NULs, semicolons or percent signs, no dot-segments and no empty segments. Otherwise a vendor
+# that normalises "/open/%2e%2e/private" differently from us would serve a licensed page to
+# anyone. Anything unusual simply requires sign-in.
+_UNSAFE_PATH = re.compile(r"%(2e|2f|5c|00|3b|25)|[\\;]|//|(^|/)\.\.?(/|$)", re.IGNORECASE)
+
+
+def compile_globs(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    """One regex for path globs: "*" matches any run of characters (including "/")."""
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+
 @dataclass(frozen=True)
 class Vendor:
     id: str
@@ -231,9 +246,25 @@ class Vendor:
     origins: frozenset[Origin]
     domains: tuple[str, ...]
     cookie_passthrough: bool
+    on_site: str = "proxy"
+    anonymous: bool = False
+    anonymous_paths: re.Pattern[str] | None = None
+    assert_on_site: bool = False
 
     def licensed_for(self, groups: Iterable[str]) -> bool:
         return not self.groups.isdisjoint(groups)
+
+    def is_anonymous(self, raw_path: str) -> bool:
+        """True when this request path needs no sign-in (the whole vendor, or a plain path
+        matching one of the vendor's anonymous patterns)."""
+        if self.anonymous:
+            return True
+        if self.anonymous_paths is None:
+            return False
+        path = raw_path.split("?", 1)[0]
+        if _UNSAFE_PATH.search(path):
+            return False
+        return self.anonymous_paths.fullmatch(path) is not None
 
 
 class VendorMap:
@@ -257,7 +288,9 @@ class VendorMap:
             vendor = Vendor(
                 id=cfg.id, title=cfg.title, description=cfg.description, start=cfg.start,
                 groups=cfg.groups, origins=frozenset(origins), domains=cfg.domains,
-                cookie_passthrough=cfg.cookie_passthrough,
+                cookie_passthrough=cfg.cookie_passthrough, on_site=cfg.on_site,
+                anonymous=cfg.anonymous, anonymous_paths=compile_globs(cfg.anonymous_paths),
+                assert_on_site=cfg.assert_on_site,
             )
             vendors.append(vendor)
             for origin in origins:

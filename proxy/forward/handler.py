@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 import aiohttp
@@ -81,8 +81,16 @@ def _map_back(svc: context.Services, vendor: Vendor, value: str, *, origin_only:
     return f"{origin}{parsed.rest.split('#', 1)[0]}"
 
 
-async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None
+async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
+                          *, member: bool = True,
+                          on_response: Callable[[web.StreamResponse], None] | None = None,
                           ) -> web.StreamResponse:
+    """Forward this request to ``origin`` and relay the answer.
+
+    ``member`` says whether the membership assertion goes along (False for anonymous paths
+    reached without a licensed session); ``on_response`` may add headers (a new session cookie)
+    to whatever response is sent, before it is sent.
+    """
     svc = context.services(request)
     cfg = svc.config
     raw_path = request.raw_path
@@ -103,8 +111,12 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     if jar_cookie:
         existing = headers.get("Cookie")
         headers["Cookie"] = f"{existing}; {jar_cookie}" if existing else jar_cookie
-    # SECURITY: added last, after the allow-list, so no inbound header can forge or remove it.
-    headers[cfg.assertion.header] = svc.minter.token(vendor.id)
+    if member:
+        extra: dict[str, str | bool] | None = None
+        if vendor.assert_on_site:
+            extra = {"on_site": bool(context.library_groups(request))}
+        # SECURITY: added last, after the allow-list, so no inbound header can forge or remove it.
+        headers[cfg.assertion.header] = svc.minter.token(vendor.id, extra)
 
     data: AsyncIterator[bytes] | None = None
     length = request.content_length
@@ -132,12 +144,12 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
         raise VendorUnreachable(vendor.id) from None
 
     async with upstream:
-        return await _relay(request, svc, origin, vendor, session, jar, upstream, now)
+        return await _relay(request, svc, origin, vendor, session, jar, upstream, now, on_response)
 
 
 async def _relay(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
                  session: Session | None, jar: list[cookies.Record], upstream: aiohttp.ClientResponse,
-                 now: float) -> web.StreamResponse:
+                 now: float, on_response: Callable[[web.StreamResponse], None] | None) -> web.StreamResponse:
     jar_changed = False
     path_only = request.raw_path.split("?", 1)[0]
     for value in upstream.headers.getall("Set-Cookie", ()):
@@ -156,13 +168,18 @@ async def _relay(request: web.Request, svc: context.Services, origin: Origin, ve
         mapped = _map_location(svc, origin, found)
         if mapped is None:
             if name == "Location":
-                return _leaving_page(svc, found)
+                page = _leaving_page(svc, found)
+                if on_response is not None:
+                    on_response(page)
+                return page
             del out[name]
         else:
             out[name] = mapped
 
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
     response.headers["Referrer-Policy"] = "same-origin"
+    if on_response is not None:
+        on_response(response)
     has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
     if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
         response.content_length = upstream.content_length

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy import context
 from proxy.errors import BadInput, DirectoryUnavailable
+from proxy.membership import Membership
 from proxy.patrons.base import CardRefused
 from proxy.vendors import ParsedURL, Vendor, parse_absolute_url
 from proxy.web.pages import redirect
@@ -75,11 +76,13 @@ def not_configured(svc: context.Services) -> web.Response:
 
 
 def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
-    groups = ", ".join(sorted(vendor.groups))
+    names = svc.config.group_names
+    groups = "; ".join(sorted(names.get(g, g) for g in vendor.groups))
     return svc.pages.message(
         403, f"{vendor.title} is not included with your card",
-        f"This database is licensed to patrons of: {groups}. Your library card is not one of "
-        "them. A card from one of those libraries, or a visit to the library, gives access.",
+        f"This database is licensed to holders of a library card from: {groups}. Your card is "
+        "not one of them. A card from one of those libraries, or a visit to the library, gives "
+        "access.",
         links=[(f"{svc.config.proxy.public_origin}/databases", "See the databases you can use")],
         reason="not-licensed",
     )
@@ -118,6 +121,18 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         except BadInput:
             return not_configured(svc)
     session = context.current_session(request)
+    on_site = context.library_groups(request)
+    if parsed is not None and vendor is not None and vendor.licensed_for(on_site):
+        if vendor.on_site == "direct":
+            # Like EZproxy's ExcludeIP: the vendor recognises the library's own address, so a
+            # machine in the library goes straight there and the proxy stays out of the way.
+            return redirect(f"{parsed.origin}{parsed.rest}", 302)
+        if session is None or not vendor.licensed_for(session.membership.groups):
+            # Like AutoLoginIP: in the library, no sign-in; the session carries no patron key.
+            session = await svc.store.create(Membership(groups=on_site, key=None, source="network"))
+            response = await connect_redirect(svc, session.id, parsed)
+            set_session_cookie(response, svc, session.id)
+            return response
     if session is not None:
         if parsed is None or vendor is None:
             return redirect(f"{svc.config.proxy.public_origin}/databases")
@@ -200,7 +215,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def databases(request: web.Request) -> web.StreamResponse:
     svc = context.services(request)
     session = context.current_session(request)
-    groups = session.membership.groups if session else frozenset()
+    on_site = context.library_groups(request)
+    groups = (session.membership.groups if session else frozenset()) | on_site
     items = [
         {
             "title": v.title,
@@ -210,7 +226,9 @@ async def databases(request: web.Request) -> web.StreamResponse:
         }
         for v in svc.vendors.vendors
     ]
-    return svc.pages.render("databases.html", title="Databases", vendors=items, signed_in=session is not None)
+    signed_in = session is not None and session.membership.source != "network"
+    return svc.pages.render("databases.html", title="Databases", vendors=items, signed_in=signed_in,
+                            in_library=bool(on_site))
 
 
 @routes.get("/")
