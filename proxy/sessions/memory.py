@@ -36,7 +36,7 @@ class MemorySessionStore:
         if session is None:
             return None
         now = self._clock()
-        if now - session.created > self._lifetime or now - session.last_seen > self._idle:
+        if now - session.created >= self._lifetime or now - session.last_seen >= self._idle:
             self._sessions.pop(session_id, None)
             return None
         return session
