@@ -76,8 +76,8 @@ def test_labels_encode_label_cannot_produce_are_refused(label: str) -> None:
 
 
 def _vendor(**kw: object) -> config_mod.VendorConfig:
-    base: dict[str, object] = {"id": "v", "title": "V", "start": "https://www.vendor.com/", "hosts": ("www.vendor.com",),
-                               "domains": (), "groups": frozenset({"g"})}
+    base: dict[str, object] = {"id": "v", "title": "V", "start": "https://www.vendor.com/",
+                               "hosts": ("www.vendor.com",), "domains": (), "groups": frozenset({"g"})}
     base.update(kw)
     return config_mod.VendorConfig(**base)  # type: ignore[arg-type]
 
