@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from proxy.assertion import AssertionMinter
 from proxy.config import Config
+from proxy.forward.headers import OutboundPolicy
 from proxy.network import IPAddress, IPNetwork, Networks
 from proxy.patrons.base import Authenticator
 from proxy.sessions import Session, SessionStore
@@ -30,6 +31,8 @@ class Services:
     secure_cookies: bool
     networks: Networks
     trusted_proxies: tuple[IPNetwork, ...]
+    # Outbound header policies by vendor id, built on first use.
+    policies: dict[str, OutboundPolicy] = field(default_factory=dict)
 
 
 SERVICES = web.AppKey("services", Services)

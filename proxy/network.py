@@ -11,6 +11,7 @@ The address is used for in-library decisions only. It is never logged, stored or
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
     """An address as a header or socket gives it; IPv4-mapped IPv6 becomes plain IPv4."""
     text = text.strip().strip('"')
@@ -101,7 +103,7 @@ class Networks:
         self.libraries = tuple(libraries)
 
     def groups_for(self, address: IPAddress | None) -> frozenset[str]:
-        if address is None:
+        if address is None or not self.libraries:
             return frozenset()
         groups: set[str] = set()
         for library in self.libraries:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -53,17 +53,21 @@ class Origin:
     scheme: str
     host: str
     port: int
+    # Derived once: both are used on every proxied request.
+    netloc: str = field(init=False, compare=False, repr=False)
+    url: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        netloc = self.host if self.default_port else f"{self.host}:{self.port}"
+        object.__setattr__(self, "netloc", netloc)
+        object.__setattr__(self, "url", f"{self.scheme}://{netloc}")
 
     @property
     def default_port(self) -> bool:
         return DEFAULT_PORTS[self.scheme] == self.port
 
-    @property
-    def netloc(self) -> str:
-        return self.host if self.default_port else f"{self.host}:{self.port}"
-
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}"
+        return self.url
 
 
 def encode_host(host: str) -> str:
@@ -278,6 +282,7 @@ class VendorMap:
         self._by_domain: list[tuple[str, Vendor]] = []
         self._alias_to_host: dict[str, str] = {}
         self._host_to_alias: dict[str, str] = {}
+        self._host_cache: dict[str, Origin | None] = {}
         vendors = []
         for cfg in configs:
             origins: set[Origin] = set()
@@ -341,6 +346,17 @@ class VendorMap:
     def origin_for_host(self, host_header: str) -> Origin | None:
         """The vendor origin a request Host header stands for, or None if it names none."""
         host = host_header.lower()
+        try:
+            return self._host_cache[host]
+        except KeyError:
+            pass
+        origin = self._origin_for_host(host)
+        if len(self._host_cache) >= 4096:
+            self._host_cache.clear()  # bounded: random Host headers cannot grow it
+        self._host_cache[host] = origin
+        return origin
+
+    def _origin_for_host(self, host: str) -> Origin | None:
         suffix = "." + self.proxy_host
         if not host.endswith(suffix):
             return None

@@ -28,7 +28,7 @@ from proxy.web.pages import redirect
 log = logging.getLogger("libproxy.forward")
 
 RESERVED_PREFIX = "/.libproxy/"
-STREAM_CHUNK = 256 * 1024
+SMALL_BODY = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -81,6 +81,17 @@ def _map_back(svc: context.Services, vendor: Vendor, value: str, *, origin_only:
     return f"{origin}{parsed.rest.split('#', 1)[0]}"
 
 
+def _policy(svc: context.Services, vendor: Vendor) -> OutboundPolicy:
+    """The outbound header policy of one vendor (built once, reused for every request)."""
+    return OutboundPolicy(
+        map_origin=lambda v: _map_back(svc, vendor, v, origin_only=True),
+        map_referer=lambda v: _map_back(svc, vendor, v, origin_only=False),
+        user_agent=svc.config.upstream.user_agent,
+        cookie_passthrough=vendor.cookie_passthrough,
+        proxy_cookie_names=frozenset({svc.cookie_name}),
+    )
+
+
 async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
                           *, member: bool = True,
                           on_response: Callable[[web.StreamResponse], None] | None = None,
@@ -95,13 +106,9 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     cfg = svc.config
     raw_path = request.raw_path
     url = f"{origin}{raw_path}"
-    policy = OutboundPolicy(
-        map_origin=lambda v: _map_back(svc, vendor, v, origin_only=True),
-        map_referer=lambda v: _map_back(svc, vendor, v, origin_only=False),
-        user_agent=cfg.upstream.user_agent,
-        cookie_passthrough=vendor.cookie_passthrough,
-        proxy_cookie_names=frozenset({svc.cookie_name}),
-    )
+    policy = svc.policies.get(vendor.id)
+    if policy is None:
+        policy = svc.policies[vendor.id] = _policy(svc, vendor)
     headers = CIMultiDict(outbound_headers(request.headers.items(), policy))
     headers["Host"] = origin.netloc
     now = time.time()
@@ -176,13 +183,25 @@ async def _relay(request: web.Request, svc: context.Services, origin: Origin, ve
         else:
             out[name] = mapped
 
+    out["Referrer-Policy"] = "same-origin"
+    has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
+    length = upstream.content_length if "Transfer-Encoding" not in upstream.headers else None
+    if has_body and length is not None and length <= SMALL_BODY:
+        # Small bodies (most pages' assets) in one piece: one write instead of three, and a
+        # vendor failing mid-body still gets a clean 502 page.
+        try:
+            body = await upstream.read()
+        except (TimeoutError, aiohttp.ClientError):
+            raise VendorUnreachable(vendor.id) from None
+        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body)
+        if on_response is not None:
+            on_response(small)
+        return small
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
-    response.headers["Referrer-Policy"] = "same-origin"
     if on_response is not None:
         on_response(response)
-    has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
-    if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
-        response.content_length = upstream.content_length
+    if length is not None:
+        response.content_length = length
     await response.prepare(request)
     if has_body:
         try:

@@ -113,33 +113,33 @@ def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy)
 
     Pure function: the caller adds Host, Content-Length, vendor cookies and the assertion.
     """
-    pairs = list(inbound)
+    pairs = [(name.lower(), name, value) for name, value in inbound]
     # SECURITY: a header named in Connection is hop-by-hop for this request and is dropped;
     # the proxy's own headers are added afterwards, so naming them here cannot remove them.
-    dropped = connection_tokens(v for k, v in pairs if k.lower() == "connection")
+    dropped = connection_tokens(v for lname, _, v in pairs if lname == "connection")
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
     browser_cookies: list[str] = []
-    for name, value in pairs:
-        lname = name.lower()
-        if lname == "cookie" and policy.cookie_passthrough and lname not in dropped:
-            browser_cookies.append(value)
-            continue
+    for lname, name, value in pairs:
         # SECURITY: allow-list by exact lower-case name; "_" and "." variants never match.
         if lname not in ALLOWED_REQUEST or lname in dropped:
+            if lname == "cookie" and policy.cookie_passthrough and lname not in dropped:
+                browser_cookies.append(value)
             continue
-        if lname in SINGLE_VALUED and lname in seen:
-            continue
-        seen.add(lname)
+        if lname in SINGLE_VALUED:
+            if lname in seen:
+                continue
+            seen.add(lname)
         mapped: str | None = value
-        if lname == "origin":
-            mapped = value if value == "null" else policy.map_origin(value)
-        elif lname == "referer":
-            mapped = policy.map_referer(value)
-        elif lname == "accept-encoding":
-            mapped = filter_accept_encoding(value)
-        elif lname == "user-agent" and policy.user_agent:
-            mapped = policy.user_agent
+        if lname in _MAPPED:
+            if lname == "origin":
+                mapped = value if value == "null" else policy.map_origin(value)
+            elif lname == "referer":
+                mapped = policy.map_referer(value)
+            elif lname == "accept-encoding":
+                mapped = filter_accept_encoding(value)
+            elif policy.user_agent:  # user-agent
+                mapped = policy.user_agent
         if mapped is not None:
             out.append((name, mapped))
     if policy.user_agent and "user-agent" not in seen:
@@ -149,6 +149,9 @@ def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy)
         if kept:
             out.append(("Cookie", kept))
     return out
+
+
+_MAPPED = frozenset({"origin", "referer", "accept-encoding", "user-agent"})
 
 
 def _without_proxy_cookies(values: list[str], names: frozenset[str]) -> str:
