@@ -207,11 +207,11 @@ class RunningProxy:
 
 
 @asynccontextmanager
-async def run_proxy(config: Config) -> AsyncIterator[RunningProxy]:
+async def run_proxy(config: Config, port: int = 0) -> AsyncIterator[RunningProxy]:
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     server = site._server
     assert server is not None
