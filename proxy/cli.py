@@ -45,11 +45,21 @@ def _require_c_parser() -> None:
         logging.getLogger("libproxy").warning("running with aiohttp's pure-Python HTTP parser")
 
 
-def _run(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+def _run(app: web.Application, cfg: config_mod.Config) -> None:
     # access_log=None: aiohttp's default access log records the client address, the request
     # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
-    web.run_app(app, host=host, port=port, ssl_context=ssl_context, access_log=None, print=None,
-                shutdown_timeout=10)
+    web.run_app(app, host=cfg.proxy.listen_host, port=cfg.proxy.listen_port, ssl_context=make_ssl_context(cfg),
+                access_log=None, print=None, shutdown_timeout=10, keepalive_timeout=cfg.proxy.keepalive)
+
+
+def make_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
+    """A server TLS context for the (wildcard) certificate, or None to serve plain HTTP."""
+    if not (cfg.proxy.tls_cert and cfg.proxy.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
+    return context
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -63,13 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     _require_c_parser()
-    ssl_context = None
-    if cfg.proxy.tls_cert and cfg.proxy.tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
     logging.getLogger("libproxy").info("listening on %s:%d for %s", cfg.proxy.listen_host,
                                        cfg.proxy.listen_port, cfg.proxy.public_origin)
-    _run(create_app(cfg), cfg.proxy.listen_host, cfg.proxy.listen_port, ssl_context)
+    _run(create_app(cfg), cfg)
     return 0
 
 
@@ -139,7 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "Press Ctrl+C to stop.\n",
         flush=True,
     )
-    _run(app, cfg.proxy.listen_host, cfg.proxy.listen_port, None)
+    _run(app, cfg)
     return 0
 
 

@@ -248,7 +248,7 @@ class ProxySettings:
     tls_cert: Path | None
     tls_key: Path | None
     max_upload: int
-    header_timeout: float
+    keepalive: float  # idle keep-alive connections are closed after this
 
     @property
     def public_origin(self) -> str:
@@ -400,7 +400,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         tls_cert=tls_cert,
         tls_key=tls_key,
         max_upload=p.size("max_upload", "100MB"),
-        header_timeout=p.duration("header_timeout", "15s"),
+        keepalive=p.duration("keepalive", "15s"),
     )
     p.unknown_keys()
 

@@ -208,10 +208,12 @@ class RunningProxy:
 
 @asynccontextmanager
 async def run_proxy(config: Config, port: int = 0) -> AsyncIterator[RunningProxy]:
+    from proxy.cli import make_ssl_context
+
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=make_ssl_context(config))
     await site.start()
     server = site._server
     assert server is not None

@@ -31,7 +31,7 @@ class Pages:
         self._globals = {"library_name": library_name, "proxy_origin": proxy_origin}
         # Sign-in forms redirect on to proxied hosts; browsers apply form-action to that redirect.
         self.csp = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; "
+            f"default-src 'none'; style-src {proxy_origin}; img-src 'self'; "
             f"form-action 'self' {scheme}://*.{proxy_host}; "
             "frame-ancestors 'none'; base-uri 'none'"
         )
