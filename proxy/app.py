@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from proxy import context
-from proxy.assertion import AssertionMinter, SigningKey, load_or_create_keys
+from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
@@ -246,10 +246,18 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-def _prepare_state(config: Config) -> tuple[bytes, list[SigningKey]]:
+def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
     """Create the state directory, the keyed-hash secret and the signing keys if absent."""
     config.proxy.state_dir.mkdir(parents=True, exist_ok=True)
-    return load_secret(config), load_or_create_keys(config.assertion.key_file, config.assertion.algorithm)
+    return load_secret(config), KeyRing(config.assertion.key_file, config.assertion.algorithm)
+
+
+async def _watch_keys(ring: KeyRing) -> None:
+    """Pick up `libproxy keys rotate` without a restart."""
+    while True:
+        await asyncio.sleep(10)
+        if await asyncio.to_thread(ring.reload_if_changed):
+            log.info("assertion keys reloaded: %d keys", len(ring.keys))
 
 
 def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -280,9 +288,11 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
                  len(config.vendors), config.sessions.store, config.patrons.source)
+        watcher = asyncio.create_task(_watch_keys(keys))
         try:
             yield
         finally:
+            watcher.cancel()
             await client.close()
             await store.close()
             await authenticator.close()

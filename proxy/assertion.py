@@ -9,12 +9,16 @@ Keys are kept in a JSON file (mode 0600) created on first start:
 
     {"keys": [{"kid": "...", "alg": "ES256", "created": 1764300000, "private_pem": "..."}]}
 
-The first key signs; every key in the file is published in the JWKS, so a later rotation can add
-a key, publish it, then switch signing to it.
+Rotation (``libproxy keys rotate``) adds a key that is published at once and starts signing after
+a grace period; the replaced key stays published until every assertion it signed has expired,
+then the next rotation drops it. A running proxy re-reads the file when it changes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
@@ -44,6 +49,9 @@ class SigningKey:
     alg: str
     created: float
     private: PrivateKey
+    # When this key starts signing. Until then it is only published, so vendors that cache the
+    # JWKS learn it before the first assertion signed with it arrives.
+    activate_at: float = 0.0
 
     def public_jwk(self) -> dict[str, Any]:
         public = self.private.public_key()
@@ -61,10 +69,11 @@ def _generate(alg: str) -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def new_key(alg: str, now: float | None = None) -> SigningKey:
+def new_key(alg: str, now: float | None = None, activate_at: float | None = None) -> SigningKey:
+    created = time.time() if now is None else now
     return SigningKey(
-        kid=secrets.token_urlsafe(12), alg=alg, created=time.time() if now is None else now,
-        private=_generate(alg),
+        kid=secrets.token_urlsafe(12), alg=alg, created=created, private=_generate(alg),
+        activate_at=created if activate_at is None else activate_at,
     )
 
 
@@ -72,14 +81,17 @@ def _key_to_record(key: SigningKey) -> dict[str, Any]:
     pem = key.private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode("ascii")
-    return {"kid": key.kid, "alg": key.alg, "created": key.created, "private_pem": pem}
+    return {"kid": key.kid, "alg": key.alg, "created": key.created, "activate_at": key.activate_at,
+            "private_pem": pem}
 
 
 def _record_to_key(record: dict[str, Any]) -> SigningKey:
     private = serialization.load_pem_private_key(record["private_pem"].encode("ascii"), password=None)
     if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError("unsupported key type")
-    return SigningKey(str(record["kid"]), str(record["alg"]), float(record["created"]), private)
+    created = float(record["created"])
+    return SigningKey(str(record["kid"]), str(record["alg"]), created, private,
+                      float(record.get("activate_at", created)))
 
 
 def write_keys(path: Path, keys: list[SigningKey]) -> None:
@@ -108,12 +120,77 @@ def load_or_create_keys(path: Path, alg: str) -> list[SigningKey]:
     return keys
 
 
-class AssertionMinter:
-    """Mints and caches shared membership assertions, one per (vendor, claim set)."""
+def signing_key_at(keys: list[SigningKey], now: float) -> SigningKey:
+    """The key that signs at ``now``: the most recently activated one (the oldest if none is)."""
+    active = [k for k in keys if k.activate_at <= now]
+    if not active:
+        return min(keys, key=lambda k: k.activate_at)
+    return max(active, key=lambda k: k.activate_at)
 
-    def __init__(self, keys: list[SigningKey], issuer: str, scope: str, lifetime: float,
+
+def published_keys(keys: list[SigningKey], now: float, lifetime: float) -> list[SigningKey]:
+    """Keys vendors must be able to verify with at ``now``: the signing key, keys waiting to
+    sign, and a replaced key until every assertion it signed has expired."""
+    current = signing_key_at(keys, now)
+    kept = []
+    for key in keys:
+        if key is current or key.activate_at > now:
+            kept.append(key)
+            continue
+        successor = min((k.activate_at for k in keys if k.activate_at > key.activate_at), default=None)
+        # An assertion signed just before the switch lives ``lifetime`` more seconds.
+        if successor is not None and now < successor + lifetime + 60:
+            kept.append(key)
+    return kept
+
+
+def rotate_keys(path: Path, alg: str, grace: float, lifetime: float, now: float | None = None) -> SigningKey:
+    """Add a key that starts signing after ``grace`` seconds; drop keys nobody needs any more."""
+    now = time.time() if now is None else now
+    keys = load_or_create_keys(path, alg)
+    keys = published_keys(keys, now, lifetime)
+    key = new_key(alg, now, activate_at=now + grace)
+    write_keys(path, [*keys, key])
+    return key
+
+
+class KeyRing:
+    """The signing keys, re-read from their file when it changes (after ``keys rotate``)."""
+
+    def __init__(self, path: Path, alg: str) -> None:
+        self.path = path
+        self.alg = alg
+        self.keys = load_or_create_keys(path, alg)
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        st = self.path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def reload_if_changed(self) -> bool:
+        """Blocking (file I/O): call from a worker thread. A broken file keeps the old keys."""
+        try:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return False
+            self.keys = load_or_create_keys(self.path, self.alg)
+            self._stamp = stamp
+            return True
+        except (OSError, ConfigError):
+            return False
+
+
+class AssertionMinter:
+    """Mints and caches shared membership assertions, one per (vendor, claim set, key).
+
+    Pairwise subjects (opt-in per vendor) are the only per-patron claim; those tokens are cached
+    per subject in a bounded cache.
+    """
+
+    def __init__(self, keys: list[SigningKey] | KeyRing, issuer: str, scope: str, lifetime: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self._keys = keys
+        self._ring = keys if isinstance(keys, KeyRing) else None
+        self._keys = keys.keys if isinstance(keys, KeyRing) else keys
         self._issuer = issuer
         self._scope = scope
         self._lifetime = int(lifetime)
@@ -121,23 +198,37 @@ class AssertionMinter:
         # Re-mint when less than a fifth of the lifetime (at least 10 s) is left, so a vendor
         # never receives a token about to expire in flight.
         self._margin = max(10, self._lifetime // 5)
-        self._cache: dict[tuple[str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = {}
+        self._cache: dict[tuple[str, str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = {}
+        self._pairwise: TTLCache[tuple[str, str, str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = (
+            TTLCache(maxsize=50_000, ttl=max(1, self._lifetime), timer=clock)
+        )
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        return self._ring.keys if self._ring is not None else self._keys
 
     @property
     def signing_key(self) -> SigningKey:
-        return self._keys[0]
+        return signing_key_at(self.keys, self._clock())
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [k.public_jwk() for k in self._keys]}
+        return {"keys": [k.public_jwk() for k in published_keys(self.keys, self._clock(), self._lifetime)]}
 
-    def token(self, vendor_id: str, extra: dict[str, str | bool] | None = None) -> str:
-        """The current assertion for ``vendor_id``; ``extra`` adds claims shared by a group of
-        patrons (never per-patron values)."""
-        cache_key = (vendor_id, tuple(sorted((extra or {}).items())))
+    def token(self, vendor_id: str, extra: dict[str, str | bool] | None = None, subject: str | None = None) -> str:
+        """The current assertion for ``vendor_id``.
+
+        ``extra`` adds claims shared by a group of patrons (never per-patron values);
+        ``subject`` is a pairwise pseudonym, for vendors that opted in to personal features.
+        """
         now = self._clock()
-        cached = self._cache.get(cache_key)
+        key = self.signing_key
+        extra_items = tuple(sorted((extra or {}).items()))
+        cache: Any = self._cache if subject is None else self._pairwise
+        cache_key: Any = (vendor_id, key.kid, extra_items) if subject is None else (
+            vendor_id, key.kid, subject, extra_items)
+        cached = cache.get(cache_key)
         if cached is not None and cached[1] - now > self._margin:
-            return cached[0]
+            return str(cached[0])
         iat = int(now)
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -149,7 +240,16 @@ class AssertionMinter:
             ENTITLEMENT_CLAIM: ENTITLEMENT,
         }
         claims.update(extra or {})
-        key = self.signing_key
+        if subject is not None:
+            claims["sub"] = subject
         token = jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
-        self._cache[cache_key] = (token, float(iat + self._lifetime))
+        cache[cache_key] = (token, float(iat + self._lifetime))
         return token
+
+
+def pairwise_subject(secret: bytes, patron_key: str, vendor_id: str, scope: str) -> str:
+    """A per-vendor pseudonym of a patron: the same patron always gets the same value at one
+    vendor, different values at different vendors, and nobody without the proxy's secret can go
+    back from it to the patron or link two vendors' values."""
+    mac = hmac.new(secret, b"pairwise\x1f" + patron_key.encode() + b"\x1f" + vendor_id.encode(), hashlib.sha256)
+    return base64.b32encode(mac.digest()[:20]).decode("ascii").rstrip("=").lower() + "@" + scope

@@ -4,6 +4,7 @@
     check-config FILE [--probe]  check a configuration, listing every problem (exit 1 if any)
     demo                         run the demo vendor and the proxy on embedded defaults
     patrons add --file F --card C --groups a,b [--home H]   add a patron (PIN asked for)
+    keys list|rotate --config FILE   show or rotate the assertion signing keys
 """
 
 from __future__ import annotations
@@ -176,6 +177,47 @@ def cmd_patrons_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_or_report(path: str) -> config_mod.Config | None:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import time
+
+    from proxy.assertion import load_or_create_keys, published_keys, rotate_keys, signing_key_at
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    path, alg, lifetime = cfg.assertion.key_file, cfg.assertion.algorithm, cfg.assertion.lifetime
+    if args.keys_command == "rotate":
+        reader = config_mod.Reader({"grace": args.grace}, "keys rotate", config_mod.Problems(), Path.cwd())
+        grace = reader.duration("grace", "1d")
+        if reader.problems.items:
+            print(reader.problems.items[0], file=sys.stderr)
+            return 1
+        key = rotate_keys(path, alg, grace, lifetime)
+        print(f"Added key {key.kid}: published now, signing from "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(key.activate_at))}.")
+        print("A running proxy picks it up within 10 seconds; no restart is needed.")
+        return 0
+    now = time.time()
+    keys = load_or_create_keys(path, alg)
+    current = signing_key_at(keys, now)
+    published = published_keys(keys, now, lifetime)
+    for key in keys:
+        state = ("signing" if key is current else "waiting" if key.activate_at > now
+                 else "published" if key in published else "retired")
+        print(f"{key.kid}  {key.alg}  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(key.created))}  {state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="libproxy", description="A privacy-first library database proxy.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -195,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--vendor-port", type=int, default=8081)
     demo.add_argument("--state-dir", default="var/demo")
     demo.set_defaults(func=cmd_demo)
+
+    keys = sub.add_parser("keys", help="list or rotate the assertion signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    klist = ksub.add_parser("list", help="show the keys and which one signs")
+    klist.add_argument("--config", required=True)
+    klist.set_defaults(func=cmd_keys)
+    rotate = ksub.add_parser("rotate", help="add a new key that starts signing after a grace period")
+    rotate.add_argument("--config", required=True)
+    rotate.add_argument("--grace", default="1d",
+                        help="how long vendors get to fetch the new key before it signs (default 1d)")
+    rotate.set_defaults(func=cmd_keys)
 
     patrons = sub.add_parser("patrons", help="manage the local patrons file")
     psub = patrons.add_subparsers(dest="patrons_command", required=True)

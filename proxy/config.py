@@ -324,6 +324,7 @@ class VendorConfig:
     anonymous: bool = False  # no sign-in at all (open resources)
     anonymous_paths: tuple[str, ...] = ()  # glob patterns of paths open without sign-in
     assert_on_site: bool = False  # tell the vendor whether the member is in the library
+    pairwise_id: bool = False  # send a per-vendor pseudonym as `sub` (opt-in, personal features)
 
 
 @dataclass(frozen=True)
@@ -567,6 +568,7 @@ def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[Vendor
                 anonymous=v.bool("anonymous", False),
                 anonymous_paths=_check_globs(v, "anonymous_paths"),
                 assert_on_site=v.bool("assert_on_site", False),
+                pairwise_id=v.bool("pairwise_id", False),
             )
         )
         v.unknown_keys()

@@ -254,6 +254,7 @@ class Vendor:
     anonymous: bool = False
     anonymous_paths: re.Pattern[str] | None = None
     assert_on_site: bool = False
+    pairwise_id: bool = False
 
     def licensed_for(self, groups: Iterable[str]) -> bool:
         return not self.groups.isdisjoint(groups)
@@ -295,7 +296,7 @@ class VendorMap:
                 groups=cfg.groups, origins=frozenset(origins), domains=cfg.domains,
                 cookie_passthrough=cfg.cookie_passthrough, on_site=cfg.on_site,
                 anonymous=cfg.anonymous, anonymous_paths=compile_globs(cfg.anonymous_paths),
-                assert_on_site=cfg.assert_on_site,
+                assert_on_site=cfg.assert_on_site, pairwise_id=cfg.pairwise_id,
             )
             vendors.append(vendor)
             for origin in origins:

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import context
+from proxy.assertion import pairwise_subject
 from proxy.errors import VendorTimeout, VendorUnreachable
 from proxy.forward import cookies
 from proxy.forward.headers import OutboundPolicy, outbound_headers, response_headers
@@ -122,8 +123,12 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
         extra: dict[str, str | bool] | None = None
         if vendor.assert_on_site:
             extra = {"on_site": bool(context.library_groups(request))}
+        subject = None
+        if vendor.pairwise_id and session is not None and session.membership.key:
+            # The only identifier that ever leaves, and only for vendors the library opted in.
+            subject = pairwise_subject(svc.secret, session.membership.key, vendor.id, cfg.library.scope)
         # SECURITY: added last, after the allow-list, so no inbound header can forge or remove it.
-        headers[cfg.assertion.header] = svc.minter.token(vendor.id, extra)
+        headers[cfg.assertion.header] = svc.minter.token(vendor.id, extra, subject)
 
     data: AsyncIterator[bytes] | None = None
     length = request.content_length
