@@ -455,3 +455,23 @@ async def test_session_holds_no_card_or_pin(proxy: RunningProxy, echo: EchoVendo
     assert session.membership.groups == frozenset({"wolcott", "bibliomation"})
     assert session.membership.key and len(session.membership.key) == 32
     await b.close()
+
+
+async def test_session_page_and_sign_out_everywhere(proxy: RunningProxy, echo: EchoVendor) -> None:
+    laptop = await signed_in(proxy, echo)
+    phone = await signed_in(proxy, echo)
+    other_patron = await signed_in(proxy, echo, "2000", "2222")
+    page = await laptop.get(f"http://{PROXY_HOST}/session")
+    assert page.status == 200
+    assert "wolcott" in page.text and "Echo Vendor" in page.text
+    assert "1000" not in page.text and "1111" not in page.text
+    anonymous = Browser(proxy)
+    assert "You are not signed in" in (await anonymous.get(f"http://{PROXY_HOST}/session")).text
+    await anonymous.close()
+    done = await laptop.post(f"http://{PROXY_HOST}/logout", data={"everywhere": "1"})
+    assert "other session(s)" in done.text
+    host = proxy.proxied_host(echo.origin)
+    assert (await phone.get(f"http://{host}/echo", follow=False)).status == 302
+    assert (await other_patron.get(f"http://{host}/echo", follow=False)).status == 200
+    for b in (laptop, phone, other_patron):
+        await b.close()

@@ -71,6 +71,9 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
+    async def delete_patron(self, patron_key: str) -> int:
+        """End every session of one patron ("sign out everywhere"); returns how many ended."""
+
     async def add_ticket(self, ticket: str, session_id: str, target: str, ttl: float) -> None:
         """Remember a one-time sign-on ticket that lets a proxied host adopt the session."""
 

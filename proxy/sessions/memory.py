@@ -56,6 +56,12 @@ class MemorySessionStore:
     async def delete(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
+    async def delete_patron(self, patron_key: str) -> int:
+        doomed = [sid for sid, s in self._sessions.items() if s.membership.key == patron_key]
+        for sid in doomed:
+            self._sessions.pop(sid, None)
+        return len(doomed)
+
     async def add_ticket(self, ticket: str, session_id: str, target: str, ttl: float) -> None:
         self._tickets[ticket] = (session_id, target, self._clock() + ttl)
 

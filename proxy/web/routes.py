@@ -10,6 +10,7 @@ parent domain, so a vendor's script on one proxied host cannot plant or read ano
 from __future__ import annotations
 
 import hmac
+import time
 import logging
 import secrets
 from urllib.parse import quote
@@ -196,19 +197,55 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     svc = context.services(request)
     session = context.current_session(request)
+    everywhere = 0
     if session is not None:
         # Ends the session on the server: every proxied host's cookie dies with it, and the
         # vendor cookies kept for this patron are forgotten.
         await svc.store.delete(session.id)
+        # "Sign out everywhere" is a POST from the session page: a cross-site form cannot send
+        # it with the (SameSite=Lax) session cookie.
+        if request.method == "POST" and session.membership.key:
+            form = await request.post()
+            if form.get("everywhere") == "1":
+                everywhere = await svc.store.delete_patron(session.membership.key)
+    text = ("You have been signed out of the library's databases. On a shared computer, close the "
+            "browser to finish.")
+    if everywhere:
+        text += f" Your {everywhere} other session(s) on other devices have ended too."
     response = svc.pages.message(
-        200, "You are signed out",
-        "You have been signed out of the library's databases. On a shared computer, close the "
-        "browser to finish.",
+        200, "You are signed out", text,
         links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
         reason="signed-out",
     )
     clear_session_cookie(response, svc)
     return response
+
+
+@routes.get("/session")
+async def session_page(request: web.Request) -> web.StreamResponse:
+    """Everything the proxy holds about the signed-in patron, in plain words."""
+    svc = context.services(request)
+    session = context.current_session(request)
+    if session is None:
+        return svc.pages.message(
+            200, "You are not signed in", "The proxy holds nothing about you right now.",
+            links=[(f"{svc.config.proxy.public_origin}/databases", "Databases")], reason="no-session",
+        )
+    cfg = svc.config.sessions
+    ends = min(session.created + cfg.lifetime, session.last_seen + cfg.idle)
+    names = svc.config.group_names
+    visited = [v.title for v in svc.vendors.vendors if session.jars.get(v.id) is not None]
+    return svc.pages.render(
+        "session.html", title="Your session",
+        groups=sorted(names.get(g, g) for g in session.membership.groups),
+        home=names.get(session.membership.home_library or "", session.membership.home_library),
+        signed_in_at=time.strftime("%H:%M on %d %B %Y", time.localtime(session.created)),
+        ends_at=time.strftime("%H:%M on %d %B %Y", time.localtime(ends)),
+        in_library=session.membership.source == "network",
+        visited=visited,
+        cookie_counts={v.title: len(session.jars.get(v.id, [])) for v in svc.vendors.vendors
+                       if session.jars.get(v.id)},
+    )
 
 
 @routes.get("/databases")
