@@ -10,9 +10,9 @@ parent domain, so a vendor's script on one proxied host cannot plant or read ano
 from __future__ import annotations
 
 import hmac
-import time
 import logging
 import secrets
+import time
 from urllib.parse import quote
 
 from aiohttp import web
