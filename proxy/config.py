@@ -433,6 +433,10 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         redis_url=None,
     )
     if sessions.store == "redis":
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            s._bad("store", 'is "redis" but the redis package is not installed: pip install "libproxy[redis]"')
         sessions = SessionsConfig(
             store="redis", idle=sessions.idle, lifetime=sessions.lifetime,
             max_sessions=sessions.max_sessions, redis_url=s.secret("redis_url", required=True),

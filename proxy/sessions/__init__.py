@@ -91,4 +91,9 @@ def make_store(config: SessionsConfig) -> SessionStore:
         from proxy.sessions.memory import MemorySessionStore
 
         return MemorySessionStore(config.idle, config.lifetime, config.max_sessions)
+    if config.store == "redis":
+        from proxy.sessions.redis import RedisSessionStore
+
+        assert config.redis_url is not None
+        return RedisSessionStore(config.redis_url, config.idle, config.lifetime)
     raise ValueError(f"session store {config.store!r} is not available in this version")

@@ -1,0 +1,151 @@
+"""One test suite, run against every session store: memory, and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.errors import StoreUnavailable
+from proxy.membership import Membership
+from proxy.sessions import SessionStore
+from proxy.sessions.memory import MemorySessionStore
+from proxy.sessions.redis import RedisSessionStore
+from tests.redis_server import redis_server, redis_server_path
+from tests.support import PROXY_HOST, Browser, EchoVendor, base_config, run_proxy
+
+needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+
+
+class Clock:
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SessionStore, Clock]]:
+    clock = Clock()
+    store: SessionStore
+    if request.param == "memory":
+        store = MemorySessionStore(idle=60, lifetime=300, max_sessions=1000, clock=clock)
+    else:
+        store = RedisSessionStore(request.getfixturevalue("redis_url"), idle=60, lifetime=300, clock=clock)
+    yield store, clock
+    await store.close()
+
+
+MEMBER = Membership(groups=frozenset({"wolcott"}), home_library="wolcott", key="k" * 32)
+
+
+async def test_create_get_delete(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    store, _ = store_and_clock
+    session = await store.create(MEMBER)
+    found = await store.get(session.id)
+    assert found is not None and found.membership == MEMBER and found.id == session.id
+    await store.delete(session.id)
+    assert await store.get(session.id) is None
+    assert await store.get("no-such-session-id-000000000") is None
+
+
+async def test_idle_and_absolute_expiry(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    store, clock = store_and_clock
+    session = await store.create(MEMBER)
+    for _ in range(9):
+        clock.now += 30
+        found = await store.get(session.id)
+        assert found is not None
+        await store.touch(found)
+    clock.now += 30
+    assert await store.get(session.id) is None  # 300 s after sign-in, however active
+    idle = await store.create(MEMBER)
+    clock.now += 61
+    assert await store.get(idle.id) is None
+
+
+async def test_jar_is_saved(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    store, _ = store_and_clock
+    session = await store.create(MEMBER)
+    session.jars["gale"] = [{"name": "a", "value": "b", "domain": "x.example", "host_only": True, "path": "/",
+                             "secure": False, "expires": None}]
+    await store.save(session)
+    found = await store.get(session.id)
+    assert found is not None and found.jars["gale"][0]["value"] == "b"
+
+
+async def test_sign_out_everywhere(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    store, _ = store_and_clock
+    patron = Membership(groups=frozenset({"wolcott"}), key=secrets.token_hex(16))
+    a, b = await store.create(patron), await store.create(patron)
+    other = await store.create(Membership(groups=frozenset({"derby"}), key="o" * 32))
+    network = await store.create(Membership(groups=frozenset({"wolcott"}), key=None, source="network"))
+    assert await store.delete_patron(patron.key or "") == 2
+    assert await store.get(a.id) is None and await store.get(b.id) is None
+    assert await store.get(other.id) is not None and await store.get(network.id) is not None
+
+
+async def test_tickets_once(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    store, _ = store_and_clock
+    await store.add_ticket("t" * 32, "sid", "/path?q=1", 60)
+    assert await store.take_ticket("t" * 32) == ("sid", "/path?q=1")
+    assert await store.take_ticket("t" * 32) is None
+    assert await store.take_ticket("u" * 32) is None
+
+
+@needs_redis
+async def test_redis_holds_no_session_id_and_fails_clearly(redis_url: str) -> None:
+    import redis
+
+    store = RedisSessionStore(redis_url, idle=60, lifetime=300)
+    session = await store.create(MEMBER)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = client.keys("libproxy:*")
+    dump = json.dumps({k: client.get(k) if client.type(k) == "string" else sorted(client.smembers(k)) for k in keys})
+    assert session.id not in dump
+    assert all(0 < client.ttl(k) <= 300 for k in keys)
+    client.close()
+    await store.close()
+    dead = RedisSessionStore("redis://127.0.0.1:1/0", idle=60, lifetime=300, timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await dead.get("x" * 40)
+    await dead.close()
+
+
+@pytest.fixture
+def redis_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LIBPROXY_TEST_REDIS", redis_url)
+    return redis_url
+
+
+@needs_redis
+async def test_two_instances_one_redis(tmp_path: Path, echo: EchoVendor, redis_env: str) -> None:
+    vendor = {"id": "echo", "title": "E", "start": f"{echo.origin}/", "hosts": [echo.origin], "groups": ["wolcott"]}
+    config = base_config(tmp_path, [vendor], sessions={"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"})
+    async with run_proxy(config) as first, run_proxy(config) as second:
+        a = Browser(first)
+        assert (await a.sign_in("1000", "1111", f"{echo.origin}/echo")).status == 200
+        # The same browser cookies, now served by the other instance.
+        b = Browser(second)
+        b.cookies = a.cookies
+        host = second.proxied_host(echo.origin)
+        reply = await b.get(f"http://{host}/echo", follow=False)
+        assert reply.status == 200
+        await b.get(f"http://{PROXY_HOST}/logout")
+        assert (await a.get(f"http://{host}/echo", follow=False)).status == 302
+        await a.close()
+        await b.close()
