@@ -1,0 +1,329 @@
+"""Security memory: failed sign-ins and usage limits, remembered only under rotating keyed hashes.
+
+What is remembered is a handful of counters. Each counter is filed under
+``HMAC-SHA256(epoch key, category + subject)``, where the epoch key is 32 random bytes made in
+memory when the epoch starts (``rotate``, default one day) and never written anywhere or derived
+from anything. The current and the previous epoch's keys are kept (so a window straddling the
+rotation still counts), older keys are dropped together with every counter filed under them.
+Once that happens nobody, the proxy included, can tell which card a forgotten counter was about:
+the only way back from a hash to a card is the key, and the key is gone.
+
+Nothing here is written to disk; a restart forgets everything (and so unlocks every card, which
+costs an attacker a restart of the library's server, not something they can cause).
+
+Counters are sliding-window estimates (a fixed current window plus the previous one, weighted by
+how much of it still overlaps): constant memory per subject whatever the rate. A card locked after
+``max_failures`` failures in ``window`` unlocks at most two windows after its last failure.
+
+Where the calls belong:
+
+* sign-in form (before checking the PIN): ``if memory.is_locked(card, client): refuse (429)``;
+  after a wrong card/PIN: ``memory.note_failure(card, client)``; after success:
+  ``memory.note_success(card)``;
+* a proxied request (optional usage limits): before forwarding,
+  ``memory.over_limit(membership.key, kinds)`` refuses; afterwards ``memory.note_usage(key, kind)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cachetools import TTLCache
+
+if TYPE_CHECKING:
+    from proxy.config import Reader
+
+Clock = Callable[[], float]
+
+USAGE_KINDS = ("request", "search", "download")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_HASH_BYTES = 16  # 128 bits: no collisions among a library's cards, half the memory of a full digest
+
+
+@dataclass(frozen=True)
+class UsageLimit:
+    """At most ``count`` events of one kind per ``window`` seconds per patron."""
+
+    count: int
+    window: float
+
+
+@dataclass(frozen=True)
+class SecurityOptions:
+    """The ``[records.security]`` table.
+
+    ``rotate``              how often the hashing key changes (default 1 day); must be at least
+                            twice the longest window, so a live counter is always findable;
+    ``window``              the failed sign-in window (default 15 minutes);
+    ``max_failures``        failures per card within the window before it is locked (10);
+    ``client_max_failures`` failures from one client address (IPv6: its /64) before that client
+                            is locked (50); 0 turns it off;
+    ``global_max_failures`` failures across all cards before every sign-in is refused (0 = off:
+                            anyone could trip it and lock the whole library out);
+    ``usage_limits``        per kind (request, search, download), ``"N/duration"`` (none);
+    ``max_entries``         counters kept per epoch before the least recently used are dropped.
+    """
+
+    rotate: float = 86400.0
+    window: float = 900.0
+    max_failures: int = 10
+    client_max_failures: int = 50
+    global_max_failures: int = 0
+    usage_limits: Mapping[str, UsageLimit] = field(default_factory=dict)
+    max_entries: int = 100_000
+
+    @property
+    def longest_window(self) -> float:
+        return max([self.window, *(limit.window for limit in self.usage_limits.values())])
+
+
+def parse_rate(text: str) -> UsageLimit | None:
+    """``"100/1h"`` -> ``UsageLimit(100, 3600.0)``; None when malformed or zero."""
+    match = _RATE.match(text)
+    if match is None:
+        return None
+    count, window = int(match.group(1)), float(match.group(2)) * _UNITS[match.group(3)]
+    if count <= 0 or window <= 0:
+        return None
+    return UsageLimit(count, window)
+
+
+def parse_security_options(reader: Reader) -> SecurityOptions:
+    """Read ``[records.security]`` (``records_reader.sub("security")``); problems go to the reader.
+
+    Calls ``reader.unknown_keys()`` itself: the table belongs to this module.
+    """
+    limits: dict[str, UsageLimit] = {}
+    for kind, text in reader.str_map("usage_limits").items():
+        limit = parse_rate(text)
+        if kind not in USAGE_KINDS:
+            reader._bad("usage_limits", f"{kind!r} is not one of {', '.join(USAGE_KINDS)}")
+        elif limit is None:
+            reader._bad("usage_limits", f"{kind} must be like \"100/1h\" (count per duration), not {text!r}")
+        else:
+            limits[kind] = limit
+    options = SecurityOptions(
+        rotate=reader.duration("rotate_keys", "1d"),
+        window=reader.duration("failure_window", "15m"),
+        max_failures=reader.int("max_failures", 10, minimum=1, maximum=1000),
+        client_max_failures=reader.int("client_max_failures", 50, minimum=0),
+        global_max_failures=reader.int("global_max_failures", 0, minimum=0),
+        usage_limits=limits,
+        max_entries=reader.int("max_entries", 100_000, minimum=100),
+    )
+    if options.rotate < 2 * options.longest_window:
+        reader._bad("rotate_keys", "must be at least twice the longest window (failure_window, usage_limits)")
+    reader.unknown_keys()
+    return options
+
+
+class _Counter:
+    """A sliding-window event count in constant space."""
+
+    __slots__ = ("current", "previous", "start", "window")
+
+    def __init__(self, window: float, now: float) -> None:
+        self.window = window
+        self.start = now - now % window
+        self.current = 0
+        self.previous = 0
+
+    def _advance(self, now: float) -> None:
+        if now < self.start + self.window:
+            return  # same window (or a clock that stepped back: keep what we have)
+        if now < self.start + 2 * self.window:
+            self.previous, self.current = self.current, 0
+            self.start += self.window
+        else:
+            self.previous = self.current = 0
+            self.start = now - now % self.window
+
+    def add(self, now: float, n: int) -> None:
+        self._advance(now)
+        self.current += n
+
+    def estimate(self, now: float) -> float:
+        self._advance(now)
+        overlap = 1.0 - min(max((now - self.start) / self.window, 0.0), 1.0)
+        return self.current + self.previous * overlap
+
+
+class _Epoch:
+    __slots__ = ("counters", "index", "key")
+
+    def __init__(self, index: int, maxsize: int, ttl: float, clock: Clock) -> None:
+        self.index = index
+        # SECURITY: random, in memory only, never derived from the proxy secret: once this
+        # object is dropped, hashes made with it cannot be recomputed by anyone.
+        self.key = secrets.token_bytes(32)
+        # SECURITY: bounded; a flood of distinct cards evicts the least recently used counters
+        # (a flood from one client is stopped earlier by the per-client limit).
+        self.counters: TTLCache[bytes, _Counter] = TTLCache(maxsize, ttl, timer=clock)
+
+    def digest(self, category: str, subject: str) -> bytes:
+        message = f"{category}\x1f{subject}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).digest()[:_HASH_BYTES]
+
+
+def normalise_card(card: str) -> str:
+    """The form of a card number that is hashed: no spaces or dashes, case-folded.
+
+    SECURITY: "2123 4001" and "21234001" are the same card to a patron directory; without this
+    an attacker would get ``max_failures`` fresh guesses per spelling.
+    """
+    return "".join(card.split()).replace("-", "").casefold()
+
+
+def normalise_client(client: str) -> str:
+    """The client key that is hashed: an IPv4 address, or an IPv6 address's /64 network.
+
+    SECURITY: one IPv6 subscriber usually holds a whole /64; counting per address would give an
+    attacker 2**64 fresh allowances.
+    """
+    try:
+        address = ipaddress.ip_address(client.strip().strip("[]"))
+    except ValueError:
+        return client.strip()
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class SecurityMemory:
+    """Failed sign-in counters and usage limits, keyed only by rotating keyed hashes.
+
+    Contract: no method stores a card number, client address or patron key in any form other
+    than an HMAC under a key younger than two ``rotate`` periods; counters older than that are
+    unreachable and removed. Memory is bounded by ``max_entries`` per epoch. Methods are cheap
+    and synchronous (two HMACs at most), safe to call on the event loop.
+    """
+
+    def __init__(self, clock: Clock = time.time, options: SecurityOptions | None = None) -> None:
+        self.options = options if options is not None else SecurityOptions()
+        self._clock = clock
+        self._epochs: dict[int, _Epoch] = {}
+        self._removed = 0  # counters dropped since the last purge() (for its report)
+        # A global count names nobody, so it needs no hashing.
+        self._global = _Counter(self.options.window, clock())
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _live(self, now: float) -> list[_Epoch]:
+        """The current epoch (created if needed) then the previous one; older ones are dropped."""
+        index = int(now // self.options.rotate)
+        if index not in self._epochs:
+            ttl = 2 * self.options.longest_window
+            self._epochs[index] = _Epoch(index, self.options.max_entries, ttl, self._clock)
+        for old in [i for i in self._epochs if i < index - 1 or i > index]:
+            # SECURITY: dropping the epoch drops its key; its counters go with it.
+            counters = self._epochs.pop(old).counters
+            self._removed += len(list(counters.expire())) + len(counters)
+            counters.clear()
+        return [self._epochs[i] for i in (index, index - 1) if i in self._epochs]
+
+    def _bump(self, category: str, subject: str, window: float, n: int, now: float) -> None:
+        epoch = self._live(now)[0]
+        digest = epoch.digest(category, subject)
+        counter = epoch.counters.get(digest)
+        if counter is None:
+            counter = _Counter(window, now)
+        counter.add(now, n)
+        epoch.counters[digest] = counter  # re-inserting renews the entry's time to live
+
+    def _estimate(self, category: str, subject: str, now: float) -> float:
+        total = 0.0
+        for epoch in self._live(now):
+            counter = epoch.counters.get(epoch.digest(category, subject))
+            if counter is not None:
+                total += counter.estimate(now)
+        return total
+
+    # -- sign-in failures ---------------------------------------------------------------------
+
+    def note_failure(self, card: str, client: str | None = None) -> None:
+        """Count one failed sign-in for ``card`` (unknown cards too) and for ``client``."""
+        now = self._clock()
+        self._bump("card", normalise_card(card), self.options.window, 1, now)
+        if client and self.options.client_max_failures:
+            self._bump("client", normalise_client(client), self.options.window, 1, now)
+        self._global.add(now, 1)
+
+    def is_locked(self, card: str, client: str | None = None) -> bool:
+        """True when ``card``, ``client`` or the whole proxy is over its failure limit.
+
+        Unknown cards lock exactly like known ones, so the answer says nothing about whether a
+        card exists.
+        """
+        now = self._clock()
+        opts = self.options
+        if self._estimate("card", normalise_card(card), now) >= opts.max_failures:
+            return True
+        if client and opts.client_max_failures:
+            if self._estimate("client", normalise_client(client), now) >= opts.client_max_failures:
+                return True
+        return bool(opts.global_max_failures) and self._global.estimate(now) >= opts.global_max_failures
+
+    def note_success(self, card: str) -> None:
+        """A correct sign-in clears the card's failures (the client's stay: it may be guessing
+        other cards)."""
+        subject = normalise_card(card)
+        for epoch in self._live(self._clock()):
+            epoch.counters.pop(epoch.digest("card", subject), None)
+
+    # -- usage limits -------------------------------------------------------------------------
+
+    def note_usage(self, subject: str, kind: str, n: int = 1) -> bool:
+        """Count ``n`` events of ``kind`` for ``subject`` (a patron's pseudonymous key); returns
+        True when the subject is now at or over its limit. Kinds without a configured limit are
+        not counted at all: no record without need."""
+        limit = self.options.usage_limits.get(kind)
+        if limit is None:
+            return False
+        now = self._clock()
+        self._bump(f"usage:{kind}", subject, limit.window, n, now)
+        return self._estimate(f"usage:{kind}", subject, now) >= limit.count
+
+    def over_limit(self, subject: str, kinds: Iterable[str] | str) -> bool:
+        """True when ``subject`` has used up any of ``kinds``'s limits (check before forwarding)."""
+        now = self._clock()
+        for kind in [kinds] if isinstance(kinds, str) else kinds:
+            limit = self.options.usage_limits.get(kind)
+            if limit is not None and self._estimate(f"usage:{kind}", subject, now) >= limit.count:
+                return True
+        return False
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def purge(self, now: float | None = None) -> int:
+        """Drop old keys with their counters, and counters that have fallen to zero.
+
+        Returns how many counters this purge removed, plus those dropped with a key since the
+        last one (a figure for the log: counters that expired on access are not counted).
+        ``now`` is accepted for the retention runner's convenience; the memory's own clock decides.
+        """
+        del now
+        current = self._clock()
+        for epoch in self._live(current):
+            self._removed += len(list(epoch.counters.expire()))
+            for digest, counter in list(epoch.counters.items()):
+                if counter.estimate(current) <= 0:
+                    del epoch.counters[digest]
+                    self._removed += 1
+        removed, self._removed = self._removed, 0
+        return removed
+
+    @property
+    def entries(self) -> int:
+        """How many counters are held (for health pages and tests)."""
+        return sum(len(epoch.counters) for epoch in self._epochs.values())
