@@ -32,9 +32,11 @@ from proxy.forward.handler import RESERVED_PREFIX, login_redirect, proxy_to_vend
 from proxy.membership import Membership
 from proxy.network import LibraryNetwork, Networks, client_address, parse_network
 from proxy.patrons import make_authenticator
+from proxy.records.service import Records
 from proxy.sessions import Session, make_store
 from proxy.vendors import VendorMap
 from proxy.web import routes as web_routes
+from proxy.web.admin import start_admin
 from proxy.web.pages import Pages, redirect
 
 log = logging.getLogger("libproxy")
@@ -268,6 +270,11 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         await authenticator.start()
         store = make_store(config.sessions)
         client = make_client(config.upstream)
+        records = Records(config.records)
+        purge = getattr(store, "purge", None)
+        if purge is not None:  # Redis expires its keys by itself
+            records.retention.add("sessions", purge)
+        await records.start()
         app[context.SERVICES] = context.Services(
             config=config,
             vendors=VendorMap(config.vendors, config.proxy.host, config.proxy.scheme),
@@ -285,14 +292,19 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
                 for lib in config.network.libraries
             ]),
             trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
+            records=records,
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
                  len(config.vendors), config.sessions.store, config.patrons.source)
         watcher = asyncio.create_task(_watch_keys(keys))
+        admin = await start_admin(app[context.SERVICES])
         try:
             yield
         finally:
             watcher.cancel()
+            if admin is not None:
+                await admin.cleanup()
+            await records.close()
             await client.close()
             await store.close()
             await authenticator.close()

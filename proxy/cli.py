@@ -5,6 +5,8 @@
     demo                         run the demo vendor and the proxy on embedded defaults
     patrons add --file F --card C --groups a,b [--home H]   add a patron (PIN asked for)
     keys list|rotate --config FILE   show or rotate the assertion signing keys
+    stats --config FILE [--by day|month] [--csv F]   usage statistics, small counts suppressed
+    purge --config FILE             purge statistics past their retention now
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from proxy import config as config_mod
 from proxy.errors import ConfigError
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    # One handler with the privacy filter (proxy/records/logsetup.py): nothing logged anywhere
+    # in the process can carry an address, a URL path or query, a card number or a token.
+    from proxy.records.logsetup import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _require_c_parser() -> None:
@@ -73,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
+    _setup_logging(cfg.logging.level if args.log_level is None else args.log_level, cfg.logging.format)
     _require_c_parser()
     logging.getLogger("libproxy").info("listening on %s:%d for %s", cfg.proxy.listen_host,
                                        cfg.proxy.listen_port, cfg.proxy.public_origin)
@@ -143,6 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"The demo vendor runs at http://127.0.0.1:{args.vendor_port}/ and is reached through the proxy\n"
         "as a *.proxy.localhost host name (browsers resolve *.localhost to this computer).\n"
         "Its page \"What this site received\" shows everything the vendor sees.\n"
+        f"Usage statistics for staff: http://{cfg.admin.listen}/stats\n"
         "Press Ctrl+C to stop.\n",
         flush=True,
     )
@@ -218,9 +223,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from proxy.records.commands import stats_from_args
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    return stats_from_args(cfg.records, args, titles={v.id: v.title for v in cfg.vendors})
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from proxy.records.commands import run_purge_command
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    return run_purge_command(cfg.records)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="libproxy", description="A privacy-first library database proxy.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="overrides [logging] level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy")
@@ -249,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long vendors get to fetch the new key before it signs (default 1d)")
     rotate.set_defaults(func=cmd_keys)
 
+    stats = sub.add_parser("stats", help="usage statistics per database (small counts suppressed)")
+    stats.add_argument("--config", required=True)
+    from proxy.records.commands import add_stats_arguments
+
+    add_stats_arguments(stats)
+    stats.set_defaults(func=cmd_stats)
+
+    purge = sub.add_parser("purge", help="purge statistics older than their retention, now")
+    purge.add_argument("--config", required=True)
+    purge.set_defaults(func=cmd_purge)
+
     patrons = sub.add_parser("patrons", help="manage the local patrons file")
     psub = patrons.add_subparsers(dest="patrons_command", required=True)
     add = psub.add_parser("add", help="add or update a patron with a hashed PIN")
@@ -264,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level or "INFO")
     result: int = args.func(args)
     return result
 

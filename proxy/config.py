@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.errors import ConfigError
+from proxy.records.logsetup import LogOptions
+from proxy.records.logsetup import parse_options as parse_log_options
+from proxy.records.options import RecordsOptions
+from proxy.records.options import parse_options as parse_records_options
+from proxy.records.stats import NO_PATTERNS, CounterPatterns, parse_counter_patterns
 
 T = TypeVar("T")
 
@@ -325,6 +330,15 @@ class VendorConfig:
     anonymous_paths: tuple[str, ...] = ()  # glob patterns of paths open without sign-in
     assert_on_site: bool = False  # tell the vendor whether the member is in the library
     pairwise_id: bool = False  # send a per-vendor pseudonym as `sub` (opt-in, personal features)
+    counter: CounterPatterns = NO_PATTERNS  # which requests count as searches and downloads
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The staff listener (director's statistics, health): never on the public listener."""
+
+    listen: str | None  # "127.0.0.1:9080"; None turns it off
+    allow: tuple[str, ...]  # peer networks allowed to use it
 
 
 @dataclass(frozen=True)
@@ -338,6 +352,9 @@ class Config:
     upstream: UpstreamConfig
     network: NetworkConfig
     vendors: tuple[VendorConfig, ...]
+    logging: LogOptions
+    records: RecordsOptions
+    admin: AdminConfig
     group_names: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -479,13 +496,31 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
 
     network = _parse_network(root.sub("network"))
     group_names = root.str_map("groups")
+    lg = root.sub("logging")
+    log_options = parse_log_options(lg)
+    lg.unknown_keys()
+    rec = root.sub("records")
+    records = parse_records_options(rec, state_dir=state_dir)
+    rec.unknown_keys(("security",))
+    adm = root.sub("admin")
+    admin_listen = adm.str("listen", "127.0.0.1:9080")
+    if admin_listen and (":" not in admin_listen or not admin_listen.rpartition(":")[2].isdigit()):
+        adm._bad("listen", f'must be "address:port" or "" to turn the staff listener off, not {admin_listen!r}')
+    admin_allow = adm.str_list("allow", ("127.0.0.1/32", "::1/128"))
+    from proxy.network import parse_network
+
+    for cidr in admin_allow:
+        if parse_network(cidr) is None:
+            adm._bad("allow", f"{cidr!r} is not a network like \"127.0.0.1/32\"")
+    adm.unknown_keys()
+    admin = AdminConfig(listen=admin_listen or None, allow=admin_allow)
     vendors = _parse_vendors(root, problems, base)
     root.unknown_keys(("vendor",))
     problems.raise_if_any()
     return Config(
         path=path, proxy=proxy, library=library, patrons=patrons, sessions=sessions,
         assertion=assertion, upstream=upstream, network=network, vendors=vendors,
-        group_names=group_names,
+        logging=log_options, records=records, admin=admin, group_names=group_names,
     )
 
 
@@ -573,6 +608,7 @@ def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[Vendor
                 anonymous_paths=_check_globs(v, "anonymous_paths"),
                 assert_on_site=v.bool("assert_on_site", False),
                 pairwise_id=v.bool("pairwise_id", False),
+                counter=parse_counter_patterns(v.sub("counter")),
             )
         )
         v.unknown_keys()

@@ -12,6 +12,7 @@ from proxy.config import Config
 from proxy.forward.headers import OutboundPolicy
 from proxy.network import IPAddress, IPNetwork, Networks
 from proxy.patrons.base import Authenticator
+from proxy.records.service import Records
 from proxy.sessions import Session, SessionStore
 from proxy.vendors import Origin, VendorMap
 from proxy.web.pages import Pages
@@ -31,6 +32,7 @@ class Services:
     secure_cookies: bool
     networks: Networks
     trusted_proxies: tuple[IPNetwork, ...]
+    records: Records
     # Outbound header policies by vendor id, built on first use.
     policies: dict[str, OutboundPolicy] = field(default_factory=dict)
 

@@ -104,6 +104,7 @@ def demo_config(state_dir: Path, proxy_port: int, vendor_port: int) -> Config:
             "start": f"http://127.0.0.1:{vendor_port}/",
             "hosts": [f"http://127.0.0.1:{vendor_port}"],
             "groups": ["wolcott", "bibliomation"],
+            "counter": {"search": ["/search*"], "download": ["re:\\.pdf$"]},
         }],
     }
     return config_mod.from_dict(data, base=state_dir)

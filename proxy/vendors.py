@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from proxy.records.stats import NO_PATTERNS, CounterPatterns
+
 if TYPE_CHECKING:
     from proxy.config import VendorConfig
 
@@ -255,6 +257,7 @@ class Vendor:
     anonymous_paths: re.Pattern[str] | None = None
     assert_on_site: bool = False
     pairwise_id: bool = False
+    counter: CounterPatterns = NO_PATTERNS
 
     def licensed_for(self, groups: Iterable[str]) -> bool:
         return not self.groups.isdisjoint(groups)
@@ -296,7 +299,7 @@ class VendorMap:
                 groups=cfg.groups, origins=frozenset(origins), domains=cfg.domains,
                 cookie_passthrough=cfg.cookie_passthrough, on_site=cfg.on_site,
                 anonymous=cfg.anonymous, anonymous_paths=compile_globs(cfg.anonymous_paths),
-                assert_on_site=cfg.assert_on_site, pairwise_id=cfg.pairwise_id,
+                assert_on_site=cfg.assert_on_site, pairwise_id=cfg.pairwise_id, counter=cfg.counter,
             )
             vendors.append(vendor)
             for origin in origins:

@@ -179,6 +179,7 @@ def base_config(tmp: Path, vendors: list[dict[str, Any]], **sections: Mapping[st
         "library": {"id": "wolcott.lib.ct.us", "name": "Wolcott Public Library"},
         "patrons": {"source": "local", "file": str(patrons)},
         "upstream": {"connect_timeout": "2s", "read_timeout": "2s"},
+        "admin": {"listen": ""},
         "vendor": vendors,
     }
     for name, section in sections.items():

@@ -22,6 +22,7 @@ from proxy.assertion import pairwise_subject
 from proxy.errors import VendorTimeout, VendorUnreachable
 from proxy.forward import cookies
 from proxy.forward.headers import OutboundPolicy, outbound_headers, response_headers
+from proxy.records.stats import classify
 from proxy.sessions import Session
 from proxy.vendors import Origin, Vendor, parse_absolute_url
 from proxy.web.pages import redirect
@@ -107,6 +108,18 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     cfg = svc.config
     raw_path = request.raw_path
     url = f"{origin}{raw_path}"
+    in_library = bool(context.library_groups(request))
+    stats = svc.records.stats
+    if session is not None and vendor.id not in session.jars:
+        # The first request of a session to this vendor: one "session" in the statistics.
+        stats.record(vendor.id, kind="session", in_library=in_library)
+    kinds = classify(raw_path, vendor.counter) if not vendor.counter.empty else frozenset()
+    patron_key = session.membership.key if session is not None else None
+    if patron_key and svc.records.security.over_limit(patron_key, kinds | {"request"}):
+        return svc.pages.message(
+            429, "Please slow down",
+            "You have reached the library's limit for this database for now (licences forbid bulk "
+            "downloading). Please try again later.", reason="usage-limit")
     policy = svc.policies.get(vendor.id)
     if policy is None:
         policy = svc.policies[vendor.id] = _policy(svc, vendor)
@@ -156,12 +169,20 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
         raise VendorUnreachable(vendor.id) from None
 
     async with upstream:
-        return await _relay(request, svc, origin, vendor, session, jar, upstream, now, on_response)
+        response, sent = await _relay(request, svc, origin, vendor, session, jar, upstream, now, on_response)
+    stats.count_request(vendor.id, raw_path, patterns=vendor.counter, bytes=sent, in_library=in_library,
+                        kinds=kinds)
+    if patron_key:
+        for kind in (*kinds, "request"):
+            svc.records.security.note_usage(patron_key, kind)
+    return response
 
 
 async def _relay(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
                  session: Session | None, jar: list[cookies.Record], upstream: aiohttp.ClientResponse,
-                 now: float, on_response: Callable[[web.StreamResponse], None] | None) -> web.StreamResponse:
+                 now: float, on_response: Callable[[web.StreamResponse], None] | None
+                 ) -> tuple[web.StreamResponse, int]:
+    """Send the vendor's answer on to the browser; returns it with the body bytes sent."""
     jar_changed = False
     path_only = request.raw_path.split("?", 1)[0]
     for value in upstream.headers.getall("Set-Cookie", ()):
@@ -183,7 +204,7 @@ async def _relay(request: web.Request, svc: context.Services, origin: Origin, ve
                 page = _leaving_page(svc, found)
                 if on_response is not None:
                     on_response(page)
-                return page
+                return page, 0
             del out[name]
         else:
             out[name] = mapped
@@ -201,25 +222,27 @@ async def _relay(request: web.Request, svc: context.Services, origin: Origin, ve
         small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body)
         if on_response is not None:
             on_response(small)
-        return small
+        return small, len(body)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
     if on_response is not None:
         on_response(response)
     if length is not None:
         response.content_length = length
     await response.prepare(request)
+    sent = 0
     if has_body:
         try:
             async for chunk in upstream.content.iter_any():
+                sent += len(chunk)
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already; the only honest signal left is a broken connection.
             log.warning("vendor %s failed mid-body: %s", vendor.id, type(exc).__name__)
             if request.transport is not None:
                 request.transport.close()
-            return response
+            return response, sent
     await response.write_eof()
-    return response
+    return response, sent
 
 
 def _leaving_page(svc: context.Services, target: str) -> web.Response:

@@ -71,6 +71,17 @@ class MemorySessionStore:
             return None
         return found[0], found[1]
 
+    def purge(self, now: float | None = None) -> int:
+        """Forget expired sessions and tickets now (reads forget them too; this is the schedule)."""
+        now = self._clock() if now is None else now
+        doomed = [sid for sid, s in self._sessions.items()
+                  if now - s.created >= self._lifetime or now - s.last_seen >= self._idle]
+        for sid in doomed:
+            self._sessions.pop(sid, None)
+        idle = self._sessions.expire()  # the cache's own idle expiry, hidden from iteration
+        self._tickets.expire()
+        return len(doomed) + len(idle)
+
     async def count(self) -> int:
         self._sessions.expire()
         return len(self._sessions)

@@ -21,6 +21,8 @@ from proxy import context
 from proxy.errors import BadInput, DirectoryUnavailable
 from proxy.membership import Membership
 from proxy.patrons.base import CardRefused
+from proxy.records.privacy import PrivacyFacts, privacy_summary
+from proxy.records.report import PROXY_VENDOR
 from proxy.vendors import ParsedURL, Vendor, parse_absolute_url
 from proxy.web.pages import redirect
 
@@ -164,6 +166,14 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not cookie_token or not hmac.compare_digest(cookie_token, field("csrf")):
         return _login_form(request, svc, url, vendor, status=400,
                            error="Your sign-in form had expired. Please try again.")
+    security = svc.records.security
+    client = str(context.client(request) or "")
+    if security.is_locked(card, client):
+        # The same page whether or not the card exists: locking says nothing about it.
+        return svc.pages.message(
+            429, "Too many attempts",
+            "There have been too many unsuccessful sign-ins. Please wait a quarter of an hour and "
+            "try again, or contact the library.", reason="locked")
     try:
         membership = await svc.authenticator.authenticate(card, pin)
     except CardRefused as refused:
@@ -172,9 +182,12 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     except DirectoryUnavailable:
         raise
     if membership is None:
+        security.note_failure(card, client)
         # The same words and status for an unknown card and a wrong PIN.
         return _login_form(request, svc, url, vendor, status=401,
                            error="That card number and PIN were not recognised. Please try again.")
+    security.note_success(card)
+    svc.records.stats.record(PROXY_VENDOR, kind="session", in_library=bool(context.library_groups(request)))
     old = context.current_session(request)
     if old is not None:
         await svc.store.delete(old.id)
@@ -246,6 +259,16 @@ async def session_page(request: web.Request) -> web.StreamResponse:
         cookie_counts={v.title: len(session.jars.get(v.id, [])) for v in svc.vendors.vendors
                        if session.jars.get(v.id)},
     )
+
+
+@routes.get("/privacy")
+async def privacy_page(request: web.Request) -> web.StreamResponse:
+    """The privacy page, generated from the configuration actually in force."""
+    svc = context.services(request)
+    facts = PrivacyFacts.from_config(svc.config, svc.config.records,
+                                     pairwise_vendors=[v.title for v in svc.vendors.vendors if v.pairwise_id])
+    return svc.pages.render("privacy.html", title="Privacy",
+                            sections=privacy_summary(facts, svc.config.logging))
 
 
 @routes.get("/databases")
