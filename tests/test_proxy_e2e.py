@@ -475,3 +475,11 @@ async def test_session_page_and_sign_out_everywhere(proxy: RunningProxy, echo: E
     assert (await other_patron.get(f"http://{host}/echo", follow=False)).status == 200
     for b in (laptop, phone, other_patron):
         await b.close()
+
+
+async def test_privacy_page_is_generated_from_the_configuration(proxy: RunningProxy, browser: Browser) -> None:
+    page = await browser.get(f"http://{PROXY_HOST}/privacy")
+    assert page.status == 200
+    assert "member@wolcott.lib.ct.us" in page.text or "wolcott.lib.ct.us" in page.text
+    assert "12 hours" in page.text  # the session lifetime actually configured
+    assert "90 days" in page.text  # the statistics detail retention
