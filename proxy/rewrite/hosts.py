@@ -1,0 +1,699 @@
+"""The host rewrite table and the byte-level matcher that applies it.
+
+Proxy by hostname means only *absolute* references to configured vendor hosts change; relative
+links already resolve against the proxied host. So rewriting is a search for host names in bytes,
+never a parse of HTML, CSS or JavaScript.
+
+What counts as a mention of a host
+----------------------------------
+A mention is ``[scheme-prefix] host [port]`` where the host is a whole run of host characters
+(``A-Z a-z 0-9 . - _``): ``evilvendor.com`` and ``vendor.com.evil.example`` are different runs, so
+they never match ``vendor.com`` (the dot-boundary rule). The host is compared lower-cased, so
+``WWW.Vendor.COM`` is found too. The forms recognised around the host are:
+
+==========================  =====================================  ===============================
+form                        example                                rewritten (dev proxy, http)
+==========================  =====================================  ===============================
+absolute                    ``https://www.vendor.com/a``           ``http://www-vendor-com.P/a``
+WebSocket                   ``wss://api.vendor.com/ws``            ``ws://api-vendor-com.P/ws``
+protocol-relative           ``//cdn.vendor.com/x.png``             ``//cdn-vendor-com.P/x.png``
+JSON-escaped                ``https:\\/\\/www.vendor.com\\/a``        ``http:\\/\\/www-vendor-com.P\\/a``
+JSON ``\\u002f`` escaped     ``https:\\u002f\\u002fwww.vendor.com``    ``http:\\u002f\\u002fwww-vendor-com.P``
+percent-encoded             ``https%3A%2F%2Fwww.vendor.com%2Fa``   ``http%3A%2F%2Fwww-vendor-com.P%2Fa``
+doubly percent-encoded      ``https%253A%252F%252Fwww.vendor.com`` ``http%253A%252F%252Fwww-vendor-com.P``
+bare host (JS, JSON, text)  ``"api.vendor.com"``                   ``"api-vendor-com.P"``
+==========================  =====================================  ===============================
+
+(``P`` is the proxy host, e.g. ``proxy.localhost:8080``; the ``:`` of its port is written
+``%3A``/``%253A`` inside percent-encoded forms.) A mention is *not* rewritten when the host
+is preceded by ``@`` or ``%40`` (an e-mail address or userinfo), by a single ``/`` or ``%2F``
+(a path segment such as ``/sites/www.vendor.com/``), when ``//`` follows a letter (``a//host`` is
+a path), or when a scheme other than http, https, ws and wss precedes it (``ftp://``,
+``android-app://``): the proxy only carries web traffic.
+
+How schemes map
+---------------
+The proxied label encodes the vendor's scheme and port (``www-vendor-com`` is https:443,
+``www-vendor-com---h`` is http:80, ``127-0-0-1---h8081`` is http:8081), so the rewritten URL's
+scheme is always the *proxy's* scheme (``http`` in development, ``https`` in production), and
+``ws``/``wss`` follow it. Which vendor origin a mention means:
+
+* an explicit scheme means that scheme, with the explicit port or the scheme's default port;
+  ``http://host`` for a host configured for https only is upgraded to the https origin (vendors
+  redirect http to https anyway; this keeps the patron inside the proxy);
+* no scheme (protocol-relative or bare) means the scheme of the page being rewritten (the
+  response's own origin, ``context_scheme``), falling back to the other scheme when the host is
+  configured for that one only;
+* an origin the vendor table does not serve (a port that is not configured, a host that is not
+  listed) is left untouched: the proxy's Content-Security-Policy stops the browser from loading
+  it, and rewriting it to a proxied name would only produce a "not configured" page.
+
+The reverse direction (proxy -> vendor, for request bodies) is the same matcher with the proxy's
+host name as the only anchor and ``VendorMap.origin_for_host`` as the resolver.
+
+Speed
+-----
+The matcher searches a lower-cased copy of each buffer for a few literal *anchors* (the
+registrable part of each configured host, e.g. ``vendor.com``) with ``bytes.split``, and only
+looks at the bytes around each hit. Decisions are memoised by the bytes around the hit (the same
+``href="https://www.`` context repeats all over a page), so a typical hit costs one slice and one
+dict lookup. Everything is linear in the input: per hit the matcher reads a bounded window (at
+most ``MAX_MENTION`` bytes), and there are no backtracking regular expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from proxy.config import valid_host
+from proxy.vendors import DEFAULT_PORTS, Origin, VendorMap
+
+# Bytes that make up a host run (compared on the lower-cased buffer). "_" is not valid in a DNS
+# host name, but browsers accept it and it is common in JS identifiers; counting it as part of
+# the run means "x_www.vendor.com" is never split into "x_" + a vendor host.
+_RUN_BYTES: Final = b"abcdefghijklmnopqrstuvwxyz0123456789.-_"
+_RUN_SET: Final = frozenset(_RUN_BYTES)
+# Characters of a URL scheme (RFC 3986), lower-cased.
+_SCHEME_SET: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789+.-")
+_HEX_SET: Final = frozenset(b"0123456789abcdef")
+_DOT: Final = ord(".")
+_DIGITS: Final = re.compile(rb"[0-9]{1,6}")
+
+MAX_HOST: Final = 253  # RFC 1035: a host name never exceeds this, so a longer run is no host
+MAX_PREFIX: Final = 24  # longest scheme prefix ("https%253a%252f%252f") plus an escape before it
+MAX_RIGHT: Final = 12  # longest port part ("%253a65535") plus the character after it
+# A mention (prefix + host + port + the byte after it) always fits in this many bytes; the
+# streaming rewriter keeps this much unprocessed tail between chunks.
+MAX_MENTION: Final = MAX_PREFIX + MAX_HOST + MAX_RIGHT + 8
+# Bytes of context kept before a buffer, so look-behind checks see what was already emitted.
+CONTEXT: Final = 32
+
+# Second-level labels under which registries sell names (co.uk, com.au, ...): the anchor for
+# www.example.co.uk must be example.co.uk, not the very common co.uk. Only speed depends on this.
+_PUBLIC_SLDS: Final = frozenset({"ac", "co", "com", "edu", "gov", "net", "org", "or", "ne", "go", "nhs"})
+# With more anchors than this, searching each one separately costs more than filtering the hits
+# of a coarser anchor (the top-level label), so anchors are merged per top-level domain.
+MAX_ANCHORS: Final = 8
+# SECURITY: memo tables are keyed by page bytes; their size is capped so a hostile page with
+# endless distinct contexts cannot grow them without bound (they are simply emptied).
+MEMO_LIMIT: Final = 8192
+
+_WEB_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a mention becomes: the scheme written for http(s) mentions and the new host[:port]."""
+
+    scheme: str  # "http" or "https"
+    netloc: str
+
+
+# A resolver maps (lower-case host, explicit scheme normalised to http/https or None, port or
+# None) to a Target, or None when the mention must stay as it is.
+Resolver = Callable[[str, str | None, int | None], Target | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchors
+
+
+def _anchor_for(host: str) -> str:
+    """The literal searched for to find ``host`` and its siblings (``www.vendor.com`` -> ``vendor.com``)."""
+    try:
+        ipaddress.IPv4Address(host)
+        return host  # an IP literal has no shared suffix worth searching for
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(labels) >= 3 and labels[-2] in _PUBLIC_SLDS and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def choose_anchors(hosts: Iterable[str]) -> tuple[bytes, ...]:
+    """A small set of lower-case literals such that every mention of every host contains one.
+
+    Correctness never depends on the choice (every hit is checked against the full host);
+    speed does: each anchor is one pass over the buffer, each hit one look at its context.
+    """
+    anchors = {_anchor_for(h) for h in hosts}
+    # An anchor that ends in ".<other anchor>" is found by the other one already.
+    anchors = {a for a in anchors if not any(a != b and a.endswith("." + b) for b in anchors)}
+    if len(anchors) > MAX_ANCHORS:
+        merged: set[str] = set()
+        for a in anchors:
+            try:
+                ipaddress.IPv4Address(a)
+                merged.add(a)
+            except ValueError:
+                merged.add("." + a.rsplit(".", 1)[-1] if "." in a else a)
+        anchors = merged
+    # Longest first: when two anchors find the same mention, the more specific one is met first.
+    return tuple(sorted((a.encode("ascii") for a in anchors), key=lambda a: (-len(a), a)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The matcher
+
+
+class _Skip:
+    """Memo value for "this context is not a mention"."""
+
+
+class _NeedsRight:
+    """Memo value for "the decision depends on bytes further right (a port)"."""
+
+
+SKIP: Final = _Skip()
+NEEDS_RIGHT: Final = _NeedsRight()
+
+# A decision: (start, end, replacement) or SKIP, and the span [lo, hi) of the buffer it read.
+Edit = tuple[int, int, bytes]
+_Decision = tuple[Edit | _Skip, int, int]
+
+_KL: Final = 32  # memo key: bytes before the anchor
+_KR_PORT: Final = MAX_RIGHT  # memo key for hits followed by ":" or "%": bytes after the anchor
+
+# Separators between scheme and host, lower-cased, longest first: (bytes, kind).
+_SEPARATORS: Final = (
+    (b"\\u002f\\u002f", "json-u"),
+    (b"\\x2f\\x2f", "js-x"),
+    (b"%252f%252f", "pct2"),
+    (b"%2f%2f", "pct"),
+    (b"\\/\\/", "json"),
+    (b"//", "plain"),
+)
+_COLONS: Final = {
+    "plain": (b":",),
+    "json": (b":",),
+    "json-u": (b":", b"\\u003a"),
+    "js-x": (b":", b"\\x3a"),
+    "pct": (b"%3a",),
+    "pct2": (b"%253a",),
+}
+_SCHEMES_BY_LENGTH: Final = (b"https", b"http", b"wss", b"ws")
+
+
+def _is_escape_end(low: bytes, pos: int) -> bool:
+    """True when ``low[:pos]`` ends with a ``%XX``, ``\\xXX`` or ``\\uXXXX`` escape, so the hex digit before
+    ``pos`` is not the last letter of a word (``%3Dhttps%3A...`` is "=https://...")."""
+    if pos < 3 or low[pos - 1] not in _HEX_SET or low[pos - 2] not in _HEX_SET:
+        return False
+    if low[pos - 3] == 0x25 or (low[pos - 3] == 0x78 and pos >= 4 and low[pos - 4] == 0x5C):
+        return True
+    return pos >= 6 and low[pos - 6 : pos - 4] == b"\\u" and _hex_at(low, pos - 4, 4) is not None
+
+
+def _hex_at(low: bytes, pos: int, count: int) -> int | None:
+    """The value of ``count`` hex digits at ``pos``, or None."""
+    digits = low[pos : pos + count]
+    if len(digits) != count or not all(b in _HEX_SET for b in digits):
+        return None
+    return int(digits, 16)
+
+
+def _escape(low: bytes, rs: int, before: int) -> tuple[int, int]:
+    """(length, decoded byte) of the escape body that starts the host run at ``rs``, where
+    ``before`` is the byte before the run ("%" or "\\"); (0, 0) when there is none."""
+    if before == 0x25:  # %XX, or %25XX (a doubly encoded byte)
+        code = _hex_at(low, rs, 2)
+        if code is None:
+            return 0, 0
+        if code == 0x25:
+            inner = _hex_at(low, rs + 2, 2)
+            if inner is not None:
+                return 4, inner
+        return 2, code
+    marker = low[rs : rs + 1]
+    if marker and marker in b"nrtbfv":
+        return 1, 0x0A  # "\nwww.vendor.com" in a JS or JSON string: a control character
+    if marker == b"x":
+        code = _hex_at(low, rs + 1, 2)
+        return (3, code) if code is not None else (0, 0)
+    if marker == b"u":
+        code = _hex_at(low, rs + 1, 4)
+        return (5, code) if code is not None else (0, 0)
+    return 0, 0
+
+
+class Matcher:
+    """Finds mentions of hosts in a buffer and produces the edits that rewrite them.
+
+    ``anchors`` are lower-case literals contained in every host the resolver knows;
+    ``resolve`` says what a (host, scheme, port) mention becomes. The matcher itself knows nothing
+    about vendors: the same code serves both directions. A matcher memoises decisions; it is
+    meant to be shared by every response of one table (single-threaded, like the event loop).
+    """
+
+    def __init__(self, anchors: tuple[bytes, ...], resolve: Resolver) -> None:
+        self.anchors = anchors
+        self._resolve = resolve
+        self._memo: dict[bytes, Edit | _Skip | _NeedsRight] = {}
+        self._memo_right: dict[bytes, Edit | _Skip] = {}
+        self._replacements: dict[tuple[str, str | None, str, bytes], bytes] = {}
+
+    # -- the whole-buffer step used by the streaming rewriter -------------------------------
+
+    def rewrite(self, buf: bytes, base: int, at_start: bool, final: bool) -> tuple[list[bytes], int]:
+        """Rewrite ``buf[base:cut]``; return (output pieces, cut).
+
+        ``buf[:base]`` is context already emitted (read, never changed); ``at_start`` says that
+        ``buf[0]`` is the first byte of the stream. Unless ``final``, mentions that could still
+        continue past the end are left for later: ``cut`` is ``len(buf) - MAX_MENTION``, moved
+        forward past an edit that straddles it, and the caller calls again with ``buf[cut:]``
+        followed by more bytes. With ``final`` the whole buffer is rewritten (cut == len(buf)).
+        """
+        n = len(buf)
+        limit = n if final else n - MAX_MENTION
+        if limit <= base:
+            return [], base
+        low = buf.lower()
+        edits: list[Edit] = []
+        memo_get = self._memo.get
+        several = False
+        for anchor in self.anchors:
+            if low.find(anchor, base) < 0:
+                continue
+            several = several or bool(edits)
+            m = len(anchor)
+            pos = -m
+            pieces = low.split(anchor)
+            pieces.pop()
+            for piece in pieces:
+                i = pos + m + len(piece)
+                pos = i
+                if i < base:
+                    continue
+                if i - (MAX_PREFIX + MAX_HOST) > limit:
+                    break  # every later mention starts after the cut: it is found again next time
+                k0 = i - _KL
+                e1 = i + m + 1
+                if k0 >= base and e1 <= n:
+                    hit = memo_get(buf[k0:e1])
+                    if hit is not None:
+                        if type(hit) is tuple:
+                            edits.append((i + hit[0], i + hit[1], hit[2]))
+                            continue
+                        if hit is SKIP:
+                            continue
+                        if i + m + _KR_PORT <= n:
+                            hit2 = self._memo_right.get(buf[k0 : i + m + _KR_PORT])
+                            if hit2 is not None:
+                                if type(hit2) is tuple:
+                                    edits.append((i + hit2[0], i + hit2[1], hit2[2]))
+                                continue
+                self._slow(buf, low, i, m, base, at_start, final, edits)
+        if several:
+            edits.sort()
+        out: list[bytes] = []
+        last = base
+        for start, end, repl in edits:
+            if start < last:
+                continue  # a second anchor found the same mention
+            if start >= limit:
+                break
+            out.append(buf[last:start])
+            out.append(repl)
+            last = end
+        cut = max(limit, last)
+        out.append(buf[last:cut])
+        return out, cut
+
+    def _slow(
+        self, buf: bytes, low: bytes, i: int, m: int, base: int, at_start: bool, final: bool,
+        edits: list[Edit],
+    ) -> None:
+        """Decide one hit from scratch, record the edit, and memoise the decision when the bytes
+        it read all lie inside the memo key."""
+        decided = self.decide(buf, low, i, m, at_start, final)
+        if decided is None:
+            return  # depends on bytes not received yet; the caller keeps this part for later
+        action, lo, hi = decided
+        if type(action) is tuple:
+            if action[0] < base:
+                return  # SECURITY: never edit bytes already sent (cannot happen; kept as a guard)
+            edits.append(action)
+            rel: Edit | _Skip = (action[0] - i, action[1] - i, action[2])
+        else:
+            rel = SKIP
+        k0 = i - _KL
+        n = len(buf)
+        if lo < k0 or k0 < base:
+            return
+        memo = self._memo
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        if hi <= i + m + 1 <= n:
+            memo[buf[k0 : i + m + 1]] = rel
+        elif hi <= i + m + _KR_PORT <= n:
+            memo[buf[k0 : i + m + 1]] = NEEDS_RIGHT
+            right = self._memo_right
+            if len(right) >= MEMO_LIMIT:
+                right.clear()
+            right[buf[k0 : i + m + _KR_PORT]] = rel
+
+    # -- one hit --------------------------------------------------------------------------
+
+    def decide(
+        self, buf: bytes, low: bytes, i: int, m: int, at_start: bool, final: bool
+    ) -> _Decision | None:
+        """The decision for the anchor hit at ``low[i:i+m]``, or None if later bytes are needed.
+
+        Returns (edit or SKIP, lo, hi): every byte the decision read lies in ``[lo, hi)``
+        (``lo`` may be negative when the decision depended on the buffer starting there), so
+        any other hit with the same bytes around it gets the same decision.
+        """
+        n = len(buf)
+        e = i + m
+        # 1. The host run must end with the anchor (a trailing FQDN dot may follow).
+        if e < n:
+            c = low[e]
+            if c in _RUN_SET:
+                if c != _DOT:
+                    return SKIP, i, e + 1  # "vendor.community", "vendor.com-x"
+                if e + 1 >= n:
+                    if not final:
+                        return None
+                elif low[e + 1] in _RUN_SET:
+                    return SKIP, i, e + 2  # "vendor.com.evil.example" is another host
+        elif not final:
+            return None
+        hi = min(n, e + 2)
+        # 2. The run starts after the last non-host byte before the anchor.
+        w0 = max(0, i - MAX_HOST - 6)
+        rs = w0 + len(low[w0:i].rstrip(_RUN_BYTES))
+        if rs == w0 and (w0 > 0 or not at_start):
+            # SECURITY: a run longer than any host name (and only such a run can reach back into
+            # bytes already emitted) is no host; following it further would be unbounded work.
+            return SKIP, w0 - 1, hi
+        lo = rs - 1
+        hs = rs
+        before = low[rs - 1] if rs > 0 else -1
+        # 3. An escape right before the run: its hex digits belong to it ("%2Fwww..." starts
+        #    the run at "2Fwww"), so the host starts after them.
+        if before == 0x25 or before == 0x5C:  # "%" or "\"
+            esc, code = _escape(low, rs, before)
+            if esc:
+                if code in _RUN_SET or 0x41 <= code <= 0x5A:
+                    # An escaped letter or digit is part of the name ("%77ww.vendor.com");
+                    # left alone, it is stopped by the proxy's CSP like any unknown host.
+                    return SKIP, lo, hi
+                hs = rs + esc
+                before = code
+        while hs < i and low[hs] == _DOT:
+            hs += 1  # ".vendor.com" (cookie-domain style): the name starts after the dots
+        if hs > i:
+            return SKIP, lo, hi
+        if before == 0x40:
+            return SKIP, lo, hi  # "@": an e-mail address or userinfo, not a link to the host
+        # 4. The scheme prefix ending where the host starts.
+        scheme: str | None = None
+        kind = "bare"
+        start = hs
+        sep_start = hs
+        for sep, sep_kind in _SEPARATORS:
+            k = len(sep)
+            if hs >= k and low[hs - k : hs] == sep:
+                kind = sep_kind
+                sep_start = hs - k
+                break
+        if kind == "bare":
+            if before == 0x2F:
+                return SKIP, lo, hi  # "/www.vendor.com/" or "%2Fwww.vendor.com": a path segment
+        else:
+            # Colon (<= 6 bytes), scheme name (<= 5) and an escape before it (<= 4) are read.
+            lo = min(lo, sep_start - 16)
+            colon_start = -1
+            for colon in _COLONS[kind]:
+                k = len(colon)
+                if sep_start >= k and low[sep_start - k : sep_start] == colon:
+                    colon_start = sep_start - k
+                    break
+            if colon_start >= 0:
+                for name in _SCHEMES_BY_LENGTH:
+                    k = len(name)
+                    if colon_start >= k and low[colon_start - k : colon_start] == name:
+                        ks = colon_start - k
+                        if ks > 0 and low[ks - 1] in _SCHEME_SET and not _is_escape_end(low, ks):
+                            return SKIP, lo, hi  # "xhttps://": some other scheme
+                        scheme = name.decode("ascii")
+                        start = ks
+                        break
+                else:
+                    if colon_start > 0 and low[colon_start - 1] in _SCHEME_SET:
+                        return SKIP, lo, hi  # ftp://, android-app://: not web traffic
+            elif sep_start > 0 and low[sep_start - 1] in _RUN_SET and not _is_escape_end(low, sep_start):
+                return SKIP, lo, hi  # "path//www.vendor.com": an empty path segment, no host
+        # 5. An optional port after the host.
+        port: int | None = None
+        end = e
+        port_kind: str | None = None
+        if e < n:
+            c = low[e]
+            ds = -1
+            if c == 0x3A:  # ":"
+                ds = e + 1
+            elif c == 0x25:  # "%"
+                if low[e : e + 3] == b"%3a":
+                    ds, port_kind = e + 3, "pct"
+                elif low[e : e + 5] == b"%253a":
+                    ds, port_kind = e + 5, "pct2"
+                elif e + 5 > n and not final:
+                    return None
+                hi = max(hi, min(n, e + 5))
+            if ds >= 0:
+                digits = _DIGITS.match(low, ds)
+                if digits is None:
+                    if ds >= n and not final:
+                        return None
+                    hi = max(hi, ds + 1)  # ":" and no digit: a JSON key, "host: text", ...
+                    port_kind = None
+                else:
+                    de = digits.end()
+                    if de >= n and not final:
+                        return None
+                    hi = max(hi, de + 1)
+                    after = low[de] if de < n else -1
+                    if after == _DOT:  # "...:8080." ends a sentence; "...:8080.5" is no port
+                        if de + 1 >= n and not final:
+                            return None
+                        hi = max(hi, de + 2)
+                        if de + 1 < n and low[de + 1] in _RUN_SET:
+                            return SKIP, lo, hi
+                    elif len(digits.group()) > 5 or after in _RUN_SET:
+                        return SKIP, lo, hi  # not a port: leave the whole mention alone
+                    port = int(digits.group())
+                    if not 0 < port < 65536:
+                        return SKIP, lo, hi
+                    end = de
+        # 6. Resolve, and build the replacement.
+        host = low[hs:e].decode("ascii")
+        target = self._resolve(host, _WEB_SCHEMES[scheme] if scheme is not None else None, port)
+        if target is None:
+            return SKIP, lo, hi
+        sep_text = buf[start + len(scheme) : hs] if scheme is not None else b""
+        return (start, end, self._replacement(target, scheme, port_kind or kind, sep_text)), lo, hi
+
+    def _replacement(self, target: Target, scheme: str | None, kind: str, sep_text: bytes) -> bytes:
+        """The bytes written for a mention: scheme (if one was written) + separator + netloc."""
+        out_scheme: str | None = None
+        if scheme in ("ws", "wss"):
+            out_scheme = "wss" if target.scheme == "https" else "ws"
+        elif scheme is not None:
+            out_scheme = target.scheme
+        key = (target.netloc, out_scheme, kind, sep_text)
+        found = self._replacements.get(key)
+        if found is not None:
+            return found
+        netloc = target.netloc
+        if kind in ("pct", "pct2"):
+            # Inside a percent-encoded URL the port's ":" must be encoded too, in the same case.
+            colon = "%3a" if (b"%2f" in sep_text or b"%3a" in sep_text) else "%3A"
+            netloc = netloc.replace(":", colon if kind == "pct" else "%25" + colon[1:])
+        text = netloc.encode("ascii")
+        if out_scheme is not None:
+            text = out_scheme.encode("ascii") + sep_text + text
+        if len(self._replacements) >= MEMO_LIMIT:
+            self._replacements.clear()
+        self._replacements[key] = text
+        return text
+
+    def rewrite_all(self, data: bytes) -> bytes:
+        """Rewrite one complete buffer (a header value, a test input, a small body)."""
+        out, _ = self.rewrite(data, 0, True, True)
+        return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One literal form of one configured origin, in both directions (for tests and docs)."""
+
+    origin: Origin
+    form: str
+    vendor: bytes
+    proxy: bytes
+
+
+class RewriteTable:
+    """Everything host rewriting needs, built once per VendorMap (at start or on reload).
+
+    ``to_proxy(context_scheme)`` and ``to_vendor()`` give matchers for the two directions;
+    matchers memoise decisions, so keep and reuse them (they are not shared across threads).
+    """
+
+    def __init__(self, vendors: VendorMap) -> None:
+        self.vendors = vendors
+        self.proxy_scheme = vendors.proxy_scheme
+        self.proxy_host = vendors.proxy_host  # host[:port], lower-case
+        name, _, port_text = self.proxy_host.partition(":")
+        self.proxy_name = name
+        self.proxy_port = int(port_text) if port_text else None
+        hosts: set[str] = set()
+        for vendor in vendors.vendors:
+            hosts.update(o.host for o in vendor.origins)
+            hosts.update(vendor.domains)
+        self.hosts = frozenset(hosts)
+        self.forward_anchors = choose_anchors(hosts)
+        self.reverse_anchors = (name.encode("ascii"),)
+        self._forward: dict[str, Matcher] = {}
+        self._reverse: Matcher | None = None
+        self._targets: dict[tuple[str, str | None, int | None, str], Target | None] = {}
+        config = repr((
+            self.proxy_scheme,
+            self.proxy_host,
+            sorted(
+                (v.id, sorted((str(o), vendors.label_for(o) or "") for o in v.origins), v.domains)
+                for v in vendors.vendors
+            ),
+        ))
+        # Identifies the mapping: a rewritten body changes when it changes (see headers.etag_*).
+        self.fingerprint = hashlib.sha256(config.encode()).hexdigest()[:12]
+
+    # -- resolution -----------------------------------------------------------------------
+
+    def forward_target(self, host: str, scheme: str | None, port: int | None, context: str) -> Target | None:
+        """What a vendor mention becomes (see the module docstring for the scheme rules)."""
+        key = (host, scheme, port, context)
+        try:
+            return self._targets[key]
+        except KeyError:
+            pass
+        found = self._forward_uncached(host, scheme, port, context)
+        if len(self._targets) >= MEMO_LIMIT:
+            self._targets.clear()
+        self._targets[key] = found
+        return found
+
+    def _forward_uncached(self, host: str, scheme: str | None, port: int | None, context: str) -> Target | None:
+        if not valid_host(host):
+            return None
+        name = self.proxy_name
+        if host == name or host.endswith("." + name):
+            # SECURITY: the proxy's own names are never vendor hosts, even under a vendor
+            # domain that (mis)covers them: rewriting them would send the patron in circles.
+            return None
+        if scheme is not None:
+            tries = [(scheme, port if port is not None else DEFAULT_PORTS[scheme])]
+            if scheme == "http" and port in (None, 80):
+                tries.append(("https", 443))  # upgrade: see the module docstring
+        else:
+            other = "http" if context == "https" else "https"
+            tries = [(context, port if port is not None else DEFAULT_PORTS[context]),
+                     (other, port if port is not None else DEFAULT_PORTS[other])]
+        for s, p in tries:
+            origin = Origin(s, host, p)
+            if self.vendors.match(origin) is None:
+                continue
+            netloc = self.vendors.proxied_netloc(origin)
+            if netloc is not None:
+                return Target(self.proxy_scheme, netloc)
+        return None
+
+    def reverse_target(self, host: str, scheme: str | None, port: int | None) -> Target | None:
+        """What a proxied mention (``label.<proxy host>``) becomes: the vendor origin it encodes.
+
+        A mention without the proxy's port (``location.hostname``-style) maps to the bare vendor
+        host name; a mention with any other port is not the proxy and is left alone.
+        """
+        name = self.proxy_name
+        if not host.endswith("." + name) or "." in host[: -len(name) - 1]:
+            return None
+        hostname_only = False
+        if self.proxy_port is not None:
+            if port is None:
+                hostname_only = True
+            elif port != self.proxy_port:
+                return None
+        elif port is not None and port != DEFAULT_PORTS[self.proxy_scheme]:
+            return None
+        origin = self.vendors.origin_for_host(host + (f":{self.proxy_port}" if self.proxy_port else ""))
+        if origin is None:
+            return None
+        return Target(origin.scheme, origin.host if hostname_only else origin.netloc)
+
+    # -- matchers -------------------------------------------------------------------------
+
+    def to_proxy(self, context_scheme: str = "https") -> Matcher:
+        """The vendor -> proxy matcher for pages fetched over ``context_scheme``."""
+        if context_scheme not in DEFAULT_PORTS:
+            raise ValueError(f"context scheme must be http or https, not {context_scheme!r}")
+        matcher = self._forward.get(context_scheme)
+        if matcher is None:
+            def resolve(host: str, scheme: str | None, port: int | None) -> Target | None:
+                return self.forward_target(host, scheme, port, context_scheme)
+
+            matcher = Matcher(self.forward_anchors, resolve)
+            self._forward[context_scheme] = matcher
+        return matcher
+
+    def to_vendor(self) -> Matcher:
+        """The proxy -> vendor matcher (request bodies, header values)."""
+        if self._reverse is None:
+            self._reverse = Matcher(self.reverse_anchors, self.reverse_target)
+        return self._reverse
+
+    # -- the literal forms, for tests and documentation ----------------------------------
+
+    def patterns(self) -> list[Pattern]:
+        """Every literal form of every configured origin (and domain apex), both ways.
+
+        Hosts under a ``domains`` entry cannot be listed (any subdomain matches); they are
+        handled by the matcher the same way as the apex listed here.
+        """
+        origins: set[Origin] = set()
+        for vendor in self.vendors.vendors:
+            origins.update(vendor.origins)
+            for domain in vendor.domains:
+                origins.update((Origin("https", domain, 443), Origin("http", domain, 80)))
+        found: list[Pattern] = []
+        for origin in sorted(origins, key=str):
+            if self.vendors.match(origin) is None:
+                continue
+            netloc = self.vendors.proxied_netloc(origin)
+            if netloc is None:
+                continue
+            ps = self.proxy_scheme
+            v, p = origin.netloc, netloc
+            ws_v = "wss" if origin.scheme == "https" else "ws"
+            ws_p = "wss" if ps == "https" else "ws"
+            forms = {
+                "absolute": (f"{origin.scheme}://{v}/", f"{ps}://{p}/"),
+                "websocket": (f"{ws_v}://{v}/", f"{ws_p}://{p}/"),
+                "json": (f"{origin.scheme}:\\/\\/{v}\\/", f"{ps}:\\/\\/{p}\\/"),
+                "percent": (f"{origin.scheme}%3A%2F%2F{v.replace(':', '%3A')}%2F",
+                            f"{ps}%3A%2F%2F{p.replace(':', '%3A')}%2F"),
+                "upper": (f"{origin.scheme.upper()}://{v.upper()}/", f"{ps}://{p}/"),
+            }
+            for form, (a, b) in forms.items():
+                found.append(Pattern(origin, form, a.encode(), b.encode()))
+        return found
