@@ -3,7 +3,9 @@
 The directory is config/bibliomation.ldif and the options are config/ldap-example.toml's
 [patrons.ldap] table with only servers, the bind password and timeouts replaced, so the sample
 configuration and the sample tree are tested together. Nothing is mocked: a wrong PIN fails
-because slapd says so.
+because slapd says so. The last tests run the whole proxy (tests/support.py) in front of it: the
+sign-in pages, the 503 page, and signed-in patrons who keep reading while the directory is down
+or hangs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from tests.ldap_server import (
     missing_reason,
     whoami,
 )
+from tests.support import PROXY_HOST, Browser, run_proxy
 
 EXAMPLE = REPO / "config" / "ldap-example.toml"
 SECRET = b"ldap-test-secret-0123456789abcdef"
@@ -496,6 +499,24 @@ async def test_failover_when_the_first_server_stops(spare: Callable[..., Slapd])
 
 
 @needs_slapd
+async def test_failover_when_the_first_server_hangs(spare: Callable[..., Slapd]) -> None:
+    first, second = spare(), spare()
+    options = options_for(first.url, second.url, connect_timeout="1s", response_timeout="1s", timeout="4s")
+    async with running(options) as auth:
+        assert await auth.authenticate("wolcott1", "1111") is not None
+        first.pause()
+        try:
+            started = time.monotonic()
+            assert await auth.authenticate("wolcott1", "1111") is not None  # after one response_timeout
+            assert time.monotonic() - started < 3
+            started = time.monotonic()
+            assert await auth.authenticate("derby1", "4444") is not None  # the hung server is skipped now
+            assert time.monotonic() - started < 0.5
+        finally:
+            first.resume()
+
+
+@needs_slapd
 async def test_a_first_server_down_from_the_start_is_skipped(directory: Slapd) -> None:
     async with running(options_for(closed_url(), directory.url)) as auth:
         assert await auth.authenticate("derby1", "4444") is not None
@@ -626,3 +647,78 @@ async def test_logs_hold_no_card_pin_dn_or_directory_value(
     for private in ("29000100000011", "29000199999999", "1111", "9999", "6666", "wolcott1", "expired1",
                     "uid=", "ou=patrons", "Sample Reader", "WOLCOTT", "DERBY", "19023"):
         assert private not in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# Through the proxy: the sign-in page, the 503 page, and signed-in patrons who keep reading
+
+
+def ldap_proxy_config(tmp: Path, echo: Any, table: dict[str, Any]) -> Any:
+    return config_mod.from_dict({
+        "proxy": {"listen": "127.0.0.1:8080", "host": PROXY_HOST, "state_dir": str(tmp / "state")},
+        "library": {"id": "wolcott.lib.ct.us", "name": "Wolcott Public Library"},
+        "patrons": {"source": "ldap", "ldap": table},
+        "upstream": {"connect_timeout": "2s", "read_timeout": "2s"},
+        "admin": {"listen": ""},
+        "vendor": [{"id": "echo", "title": "Echo Vendor", "start": f"{echo.origin}/", "hosts": [echo.origin],
+                    "groups": ["wolcott"]}],
+    }, base=tmp)
+
+
+async def sign_in(proxy: Any, card: str, pin: str, url: str) -> tuple[Browser, Any]:
+    browser = Browser(proxy)
+    return browser, await browser.sign_in(card, pin, url)
+
+
+@needs_slapd
+async def test_proxy_sign_in_pages_and_an_outage(tmp_path: Path, echo: Any, spare: Callable[..., Slapd]) -> None:
+    server = spare()
+    url = f"{echo.origin}/echo"
+    async with run_proxy(ldap_proxy_config(tmp_path, echo, example_table(server.url))) as proxy:
+        reader, reply = await sign_in(proxy, "29000100000011", "1111", url)
+        assert reply.status == 200 and reply.json()["path"] == "/echo"
+        failed = []
+        for card, pin in (("29000100000011", "1112"), ("29000199999999", "1111")):
+            browser, reply = await sign_in(proxy, card, pin, url)
+            await browser.close()
+            failed.append(reply)
+        assert [r.status for r in failed] == [401, 401]
+        assert len({r.text.split('name="csrf" value="')[0] for r in failed}) == 1  # the same page
+        browser, expired = await sign_in(proxy, "expired1", "6666", url)
+        await browser.close()
+        assert expired.status == 403 and "expired" in expired.text
+        server.stop()
+        browser, down = await sign_in(proxy, "29000100000029", "2222", url)
+        await browser.close()
+        assert down.status == 503 and "directory is unavailable" in down.text
+        still = await reader.get(f"http://{proxy.proxied_host(echo.origin)}/echo/next", follow=False)
+        assert still.status == 200 and still.json()["path"] == "/echo/next"
+        await reader.close()
+
+
+@needs_slapd
+async def test_proxy_keeps_serving_while_the_directory_hangs(
+    tmp_path: Path, echo: Any, spare: Callable[..., Slapd],
+) -> None:
+    server = spare()
+    table = example_table(server.url, connect_timeout="1s", response_timeout="1s", timeout="2s")
+    url = f"{echo.origin}/echo"
+    async with run_proxy(ldap_proxy_config(tmp_path, echo, table)) as proxy:
+        reader, reply = await sign_in(proxy, "29000100000011", "1111", url)
+        assert reply.status == 200
+        server.pause()
+        try:
+            hanging = asyncio.create_task(sign_in(proxy, "29000100000029", "2222", url))
+            await asyncio.sleep(0.1)
+            host = proxy.proxied_host(echo.origin)
+            for n in range(5):
+                started = time.monotonic()
+                page = await reader.get(f"http://{host}/echo/{n}", follow=False)
+                assert page.status == 200 and time.monotonic() - started < 0.5
+            assert not hanging.done()  # the sign-in is still waiting for the directory
+            browser, down = await hanging
+            await browser.close()
+            assert down.status == 503
+        finally:
+            server.resume()
+        await reader.close()

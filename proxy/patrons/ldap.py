@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -239,7 +240,8 @@ def parse_options(reader: Reader) -> LdapOptions:
         servers=servers, start_tls=start_tls, ca_file=ca_file, verify=verify,
         allow_plaintext=allow_plaintext, mode=mode, bind_dn=bind_dn, bind_password=bind_password,
         base_dn=base_dn, filter=filter_template, scope=scope, dn_template=dn_template,
-        id_attribute=id_attribute, groups=groups, home_attribute=home_attribute, libraries=libraries,
+        id_attribute=id_attribute, groups=groups, home_attribute=home_attribute,
+        libraries=MappingProxyType(libraries),
         group_rules=rules, group_base_dn=group_base_dn, group_filter=group_filter,
         expiry_attribute=expiry_attribute, expiry_format=expiry_format,
         blocked_attribute=blocked_attribute, blocked_values=blocked_values,
@@ -820,7 +822,7 @@ class _Directory:
         self._attributes = list(options.attributes())
         self._scope = SCOPES[options.scope]
         self._time_limit = max(1, int(options.response_timeout))
-        # A DN that cannot exist, bound to when the card is unknown (see check_search).
+        # A DN that cannot exist, bound to when the card is unknown (see _search_and_bind).
         self._nobody_dn = f"cn=no-such-patron-{secrets.token_hex(8)},{options.base_dn or 'dc=invalid'}"
 
     def check(self, card: str, pin: str) -> Membership | None:
