@@ -183,7 +183,8 @@ def base_config(tmp: Path, vendors: list[dict[str, Any]], **sections: Mapping[st
         "vendor": vendors,
     }
     for name, section in sections.items():
-        merged = dict(data.get(name, {}))
+        # [patrons] is replaced whole (another source has other keys); other tables are merged.
+        merged = {} if name == "patrons" else dict(data.get(name, {}))
         merged.update(section)
         data[name] = merged
     return config_mod.from_dict(data, base=tmp)

@@ -335,6 +335,11 @@ def test_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LIBPROXY_SECRET", "s" * 40)
     cfg = config_mod.load(root / "config" / "example.toml")
     assert cfg.vendors and cfg.network.libraries
+    monkeypatch.setenv("LDAP_BIND_PASSWORD", "sample")
+    monkeypatch.setenv("LIBPROXY_REDIS_URL", "redis://127.0.0.1:6379/0")
+    docker = config_mod.load(root / "config" / "docker.toml")
+    assert docker.patrons.source == "ldap" and docker.sessions.store == "redis"
+    assert config_mod.load(root / "config" / "ldap-example.toml").patrons.source == "ldap"
 
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
