@@ -123,6 +123,17 @@ def echo_vendor_app(vendor: EchoVendor) -> web.Application:
         await asyncio.sleep(float(request.query.get("s", "30")))
         return web.Response(text="late")
 
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        await record(request, read_body=False)
+        ws = web.WebSocketResponse(protocols=("chat",))
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await ws.send_str("echo:" + message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(message.data[::-1])
+        return ws
+
     async def page(request: web.Request) -> web.StreamResponse:
         await record(request)
         return web.Response(text="<html><body>vendor page</body></html>", content_type="text/html")
@@ -134,6 +145,7 @@ def echo_vendor_app(vendor: EchoVendor) -> web.Application:
     app.router.add_get("/big", big)
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/ws", websocket)
     app.router.add_route("*", "/{tail:.*}", page)
     return app
 

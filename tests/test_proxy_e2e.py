@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import jwt
 import pytest
 from jwt import PyJWKSet
@@ -483,3 +484,40 @@ async def test_privacy_page_is_generated_from_the_configuration(proxy: RunningPr
     assert "member@wolcott.lib.ct.us" in page.text or "wolcott.lib.ct.us" in page.text
     assert "12 hours" in page.text  # the session lifetime actually configured
     assert "90 days" in page.text  # the statistics detail retention
+
+
+async def test_websocket_through_the_proxy(proxy: RunningProxy, echo: EchoVendor) -> None:
+    b = await signed_in(proxy, echo)
+    host = proxy.proxied_host(echo.origin)
+    cookie = f"libproxy={b.cookies[host]['libproxy']}"
+    url = f"http://127.0.0.1:{proxy.port}/ws"
+    echo.received.clear()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.ws_connect(url, headers={"Host": host, "Cookie": cookie, "Origin": f"http://{host}",
+                                                 "X-Forwarded-For": "203.0.113.9"}, protocols=("chat",)) as ws:
+            assert ws.protocol == "chat"
+            await ws.send_str("hello")
+            assert (await ws.receive()).data == "echo:hello"
+            await ws.send_bytes(b"abc")
+            assert (await ws.receive()).data == b"cba"
+        got = echo.last
+        assert got.path == "/ws" and got.header("X-Library-Membership")
+        assert got.header("Origin") == echo.origin
+        assert "x-forwarded-for" not in got.names() and "cookie" not in got.names()
+        # A page on another site cannot open a socket with the patron's cookie.
+        echo.received.clear()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, headers={"Host": host, "Cookie": cookie, "Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        # A bogus handshake opens nothing upstream.
+        async with http.get(url, headers={"Host": host, "Cookie": cookie, "Upgrade": "websocket",
+                                          "Connection": "Upgrade", "Sec-WebSocket-Version": "1337",
+                                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as bogus:
+            assert bogus.status == 400
+        # Not signed in: sign-in redirect, no tunnel.
+        async with http.get(url, allow_redirects=False, headers={
+                "Host": host, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as unsigned:
+            assert unsigned.status == 302
+    assert echo.received == []
+    await b.close()

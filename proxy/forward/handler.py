@@ -22,6 +22,7 @@ from proxy.assertion import pairwise_subject
 from proxy.errors import VendorTimeout, VendorUnreachable
 from proxy.forward import cookies
 from proxy.forward.headers import OutboundPolicy, outbound_headers, response_headers
+from proxy.forward.websocket import is_websocket, proxy_websocket
 from proxy.records.stats import classify
 from proxy.sessions import Session
 from proxy.vendors import Origin, Vendor, parse_absolute_url
@@ -142,6 +143,9 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
             subject = pairwise_subject(svc.secret, session.membership.key, vendor.id, cfg.library.scope)
         # SECURITY: added last, after the allow-list, so no inbound header can forge or remove it.
         headers[cfg.assertion.header] = svc.minter.token(vendor.id, extra, subject)
+
+    if is_websocket(request):
+        return await proxy_websocket(request, origin, vendor, headers)
 
     data: AsyncIterator[bytes] | None = None
     length = request.content_length
