@@ -145,6 +145,28 @@ def test_a_mention_split_at_every_byte(tiny_batches):
             assert out + rewriter.flush() == expected, (a, b)
 
 
+TRICKY = [
+    b"xhttps://a-rather-long-subdomain-name-for-tests.vendor-sso.test/",
+    b"https://a-rather-long-subdomain-name-for-tests.vendor-sso.test/",
+    b"https%253A%252F%252Flogin.vendor-sso.test%253A443%252F",
+    b"\\u002f\\u002fcdn.vendor.test:443/", b"%3Dhttps%3A%2F%2Fwww.vendor.test%2F",
+    b"http://127.0.0.1:8081/", b"127.0.0.1:80812", b"www.vendor.test.", b"www.vendor.test.x",
+    b"help@www.vendor.test", b"/sites/www.vendor.test/", b"a//cdn.vendor.test/", b"ftp://www.vendor.test/",
+    b"WSS://API.VENDOR.TEST/live", b"https://www.othervendor.example/d", b"..vendor.test",
+]
+
+
+def test_tricky_mentions_at_every_split_point(tiny_batches):
+    filler = [b" ", b'"', b"x" * 40, b"\n", b"=", b"(" + b"y" * 70 + b")"]
+    source = b"".join(m + filler[n % len(filler)] for n, m in enumerate(TRICKY * 3)) * 2
+    expected = rewrite_body(make_table().to_proxy("https"), source)
+    assert expected.count(b"proxy.localhost") >= 36  # the rest are left alone on purpose
+    matcher = make_table().to_proxy("https")
+    for cut in range(len(source) + 1):
+        rewriter = BodyRewriter(matcher)
+        assert rewriter.feed(source[:cut]) + rewriter.feed(source[cut:]) + rewriter.flush() == expected, cut
+
+
 def test_feed_after_flush_is_an_error():
     rewriter = BodyRewriter(TABLE.to_proxy("https"))
     assert rewriter.flush() == b""
@@ -319,4 +341,4 @@ def test_hostile_page_cannot_grow_the_memo():
     assert out.count(b"www-vendor-test") == 50_000
     from proxy.rewrite.hosts import MEMO_LIMIT
 
-    assert len(matcher._memo) <= MEMO_LIMIT
+    assert all(len(memo) <= MEMO_LIMIT for memo in matcher._memos.values())

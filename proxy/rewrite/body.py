@@ -36,8 +36,8 @@ from typing import Final
 
 from proxy.rewrite.hosts import CONTEXT, Matcher
 
-# Input is gathered into batches of at least this size before it is searched: with tiny chunks
-# (a vendor dribbling bytes) the held-back tail would otherwise be re-searched for every byte.
+# SECURITY: input is gathered into batches of at least this size before it is searched: with
+# tiny chunks (a vendor dribbling bytes) the held-back tail would be re-searched for every byte.
 BATCH: Final = 16 * 1024
 MAX_RULE: Final = 4096  # longest "find" text of a vendor rule
 
@@ -100,9 +100,8 @@ class _HostStage:
         self._emitted = False
 
     def run(self, data: bytes, final: bool) -> bytes:
-        pending = self._pending + data if self._pending else data
         context = self._context
-        buf = context + pending if context else pending
+        buf = b"".join((context, self._pending, data)) if context or self._pending else data
         base = len(context)
         out, cut = self._matcher.rewrite(buf, base, not self._emitted, final)
         if cut > base:
@@ -181,8 +180,8 @@ _REWRITTEN_TYPES: Final = frozenset({
     "application/xml",
     "application/x-www-form-urlencoded",  # OAuth-style replies carrying redirect URLs
 })
-# SECURITY-neutral but functional: an event stream must reach the browser as it is produced;
-# holding back a tail for rewriting would delay every event, so it is passed through.
+# An event stream must reach the browser as it is produced; holding back a tail for rewriting
+# would delay every event, so it is passed through (the proxy's CSP still applies).
 _NEVER_REWRITTEN: Final = frozenset({"text/event-stream"})
 # Charsets in which ASCII host names are not stored as ASCII bytes.
 _WIDE_CHARSETS: Final = ("utf-16", "utf-32", "ucs-2", "ucs-4", "utf16", "utf32")

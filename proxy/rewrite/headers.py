@@ -155,6 +155,7 @@ class HeaderMapper:
         if parsed is None or parsed.rest not in ("/", "") or value.endswith("/"):
             return None
         target = self._target(parsed.origin, self._has_port(value), parsed.origin.scheme)
+        # SECURITY: an origin outside the vendor table is dropped, so CORS fails closed.
         return None if target is None else f"{target.scheme}://{target.netloc}"
 
     def content_security_policy(self, value: str, context_scheme: str = "https") -> str | None:
@@ -175,7 +176,7 @@ class HeaderMapper:
                     continue
                 name = tokens[0].lower()
                 if name in _REPORTING_DIRECTIVES:
-                    continue
+                    continue  # SECURITY: reports would carry proxied page URLs to the vendor
                 if name in _UPGRADE_DIRECTIVES and self.table.proxy_scheme == "http":
                     continue  # it would upgrade proxied http URLs to an https the proxy lacks
                 if name in _SOURCE_LIST_DIRECTIVES:
@@ -205,7 +206,7 @@ class HeaderMapper:
                 if item not in out:
                     out.append(item)
         if sources and not out:
-            out.append("'none'")
+            out.append("'none'")  # SECURITY: an emptied source list must block, not allow
         return out
 
     def _map_host_source(self, source: str, context_scheme: str, wild: list[str]) -> list[str]:
