@@ -33,6 +33,7 @@ from proxy.membership import Membership
 from proxy.network import LibraryNetwork, Networks, client_address, parse_network
 from proxy.patrons import make_authenticator
 from proxy.records.service import Records
+from proxy.rewrite import HeaderMapper, RewriteTable
 from proxy.sessions import Session, make_store
 from proxy.vendors import VendorMap
 from proxy.web import routes as web_routes
@@ -275,9 +276,11 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         if purge is not None:  # Redis expires its keys by itself
             records.retention.add("sessions", purge)
         await records.start()
+        vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
+        table = RewriteTable(vendors)
         app[context.SERVICES] = context.Services(
             config=config,
-            vendors=VendorMap(config.vendors, config.proxy.host, config.proxy.scheme),
+            vendors=vendors,
             store=store,
             authenticator=authenticator,
             minter=AssertionMinter(keys, issuer=config.proxy.public_origin, scope=config.library.scope,
@@ -293,6 +296,8 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             ]),
             trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
             records=records,
+            rewrite=table,
+            header_map=HeaderMapper(table),
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
                  len(config.vendors), config.sessions.store, config.patrons.source)

@@ -331,6 +331,8 @@ class VendorConfig:
     assert_on_site: bool = False  # tell the vendor whether the member is in the library
     pairwise_id: bool = False  # send a per-vendor pseudonym as `sub` (opt-in, personal features)
     counter: CounterPatterns = NO_PATTERNS  # which requests count as searches and downloads
+    rewrite: bool = True  # rewrite vendor host names in text bodies (off: stream untouched)
+    replace: tuple[tuple[str, str], ...] = ()  # literal find/replace rules for odd sites
 
 
 @dataclass(frozen=True)
@@ -514,7 +516,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
             adm._bad("allow", f"{cidr!r} is not a network like \"127.0.0.1/32\"")
     adm.unknown_keys()
     admin = AdminConfig(listen=admin_listen or None, allow=admin_allow)
-    vendors = _parse_vendors(root, problems, base)
+    vendors = _parse_vendors(root, problems, base, proxy.host)
     root.unknown_keys(("vendor",))
     problems.raise_if_any()
     return Config(
@@ -561,6 +563,26 @@ def _parse_network(n: Reader) -> NetworkConfig:
     return NetworkConfig(trusted_proxies=trusted, forwarded_header=header, libraries=tuple(libraries))
 
 
+def _parse_replace(v: Reader) -> tuple[tuple[str, str], ...]:
+    """``[[vendor.replace]] find = "..." replace = "..."``: literal rules, like EZproxy's Find/Replace."""
+    raw = v._get("replace", [])
+    if not isinstance(raw, list):
+        v._bad("replace", "must be an array of tables ([[vendor.replace]])")
+        return ()
+    rules: list[tuple[str, str]] = []
+    for index, item in enumerate(raw, start=1):
+        rule = item if isinstance(item, Mapping) else {}
+        find, replace = rule.get("find"), rule.get("replace")
+        if not isinstance(find, str) or not find or not isinstance(replace, str) or set(rule) - {"find", "replace"}:
+            v._bad("replace", f"rule #{index} must have exactly a non-empty find and a replace string")
+            continue
+        if len(find.encode()) > 4096:
+            v._bad("replace", f"rule #{index}: find is limited to 4096 bytes")
+            continue
+        rules.append((find, replace))
+    return tuple(rules)
+
+
 def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
     patterns = v.str_list(key)
     for pattern in patterns:
@@ -569,7 +591,7 @@ def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
     return patterns
 
 
-def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[VendorConfig, ...]:
+def _parse_vendors(root: Reader, problems: Problems, base: Path, proxy_host: str) -> tuple[VendorConfig, ...]:
     raw = root._get("vendor", [])
     if not isinstance(raw, list):
         problems.add("[[vendor]]", "must be an array of tables ([[vendor]] sections)")
@@ -609,12 +631,14 @@ def _parse_vendors(root: Reader, problems: Problems, base: Path) -> tuple[Vendor
                 assert_on_site=v.bool("assert_on_site", False),
                 pairwise_id=v.bool("pairwise_id", False),
                 counter=parse_counter_patterns(v.sub("counter")),
+                rewrite=v.bool("rewrite", True),
+                replace=_parse_replace(v),
             )
         )
         v.unknown_keys()
     # Host syntax, duplicates and start-URL checks need the whole table: vendors.py owns them.
     from proxy.vendors import check_vendor_table
 
-    for problem in check_vendor_table(vendors):
+    for problem in check_vendor_table(vendors, proxy_host):
         problems.add("", problem)
     return tuple(vendors)

@@ -13,6 +13,7 @@ from proxy.forward.headers import OutboundPolicy
 from proxy.network import IPAddress, IPNetwork, Networks
 from proxy.patrons.base import Authenticator
 from proxy.records.service import Records
+from proxy.rewrite import FindReplace, HeaderMapper, RewriteTable
 from proxy.sessions import Session, SessionStore
 from proxy.vendors import Origin, VendorMap
 from proxy.web.pages import Pages
@@ -33,8 +34,11 @@ class Services:
     networks: Networks
     trusted_proxies: tuple[IPNetwork, ...]
     records: Records
-    # Outbound header policies by vendor id, built on first use.
+    rewrite: RewriteTable
+    header_map: HeaderMapper
+    # Built on first use, by vendor id: outbound header policies, find/replace rules.
     policies: dict[str, OutboundPolicy] = field(default_factory=dict)
+    replace_rules: dict[str, tuple[FindReplace, ...]] = field(default_factory=dict)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -258,6 +258,8 @@ class Vendor:
     assert_on_site: bool = False
     pairwise_id: bool = False
     counter: CounterPatterns = NO_PATTERNS
+    rewrite: bool = True
+    replace: tuple[tuple[bytes, bytes], ...] = ()  # literal (find, replace) rules
 
     def licensed_for(self, groups: Iterable[str]) -> bool:
         return not self.groups.isdisjoint(groups)
@@ -300,6 +302,8 @@ class VendorMap:
                 cookie_passthrough=cfg.cookie_passthrough, on_site=cfg.on_site,
                 anonymous=cfg.anonymous, anonymous_paths=compile_globs(cfg.anonymous_paths),
                 assert_on_site=cfg.assert_on_site, pairwise_id=cfg.pairwise_id, counter=cfg.counter,
+                rewrite=cfg.rewrite,
+                replace=tuple((f.encode(), r.encode()) for f, r in cfg.replace),
             )
             vendors.append(vendor)
             for origin in origins:
@@ -391,9 +395,11 @@ class VendorMap:
         return base + parsed.rest if base else None
 
 
-def check_vendor_table(configs: Sequence[VendorConfig]) -> list[str]:
-    """Problems in the vendor table as a whole: bad hosts, overlaps, unreachable start URLs."""
+def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") -> list[str]:
+    """Problems in the vendor table as a whole: bad hosts, overlaps, unreachable start URLs,
+    and vendor hosts or domains that would cover the proxy's own host names."""
     problems: list[str] = []
+    proxy_name = proxy_host.rpartition(":")[0] if ":" in proxy_host else proxy_host
     owner: dict[Origin, str] = {}
     for cfg in configs:
         where = f"[[vendor]] {cfg.id!r}"
@@ -407,6 +413,8 @@ def check_vendor_table(configs: Sequence[VendorConfig]) -> list[str]:
                 continue
             origins.extend(found)
         for origin in origins:
+            if proxy_name and (origin.host == proxy_name or origin.host.endswith("." + proxy_name)):
+                problems.append(f"{where} hosts: {origin.host!r} is the proxy's own host name")
             other = owner.setdefault(origin, cfg.id)
             if other != cfg.id:
                 problems.append(f"{where} hosts: {origin} is also listed by vendor {other!r}")
@@ -418,6 +426,9 @@ def check_vendor_table(configs: Sequence[VendorConfig]) -> list[str]:
                     f"{where} domains: {domain!r} is not a domain with at least two labels "
                     "(a top-level domain would make the proxy open to a whole TLD)"
                 )
+            elif proxy_name and (proxy_name == domain or proxy_name.endswith("." + domain)):
+                # SECURITY: the proxy's own pages and proxied hosts must never count as a vendor.
+                problems.append(f"{where} domains: {domain!r} covers the proxy's own host {proxy_name!r}")
         for host, alias in cfg.aliases.items():
             if not re.fullmatch(r"[a-z0-9]([a-z0-9]|-(?!-)){0,40}", alias.lower()) or alias.endswith("-"):
                 problems.append(

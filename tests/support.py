@@ -269,7 +269,7 @@ class Browser:
         self.set_cookie_headers: list[tuple[str, str]] = []
         connector = aiohttp.TCPConnector(force_close=True, local_addr=(local_addr, 0))
         self.session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=30),
         )
 

@@ -32,8 +32,10 @@ async def test_demo_in_chromium(tmp_path) -> None:  # type: ignore[no-untyped-de
             vendor_host = f"127-0-0-1---h{vendor_port}.proxy.localhost:{proxy_port}"
             assert await page.url() == f"http://{vendor_host}/"
             assert "Only library members can read this." in await page.text()
-            # Follow the absolute vendor link: it leads straight out of the proxy until body
-            # rewriting (issue 4) maps it, so here we follow the relative one.
+            # The absolute vendor link was rewritten to the proxied host; the relative one needs nothing.
+            await page.submit_and_wait("document.querySelector('a[href$=\"/article/owls\"]').click()")
+            assert await page.url() == f"http://{vendor_host}/article/owls"
+            await page.submit_and_wait("location.href = '/'")
             await page.submit_and_wait("document.querySelector('a[href=\"/article/libraries\"]').click()")
             assert "An article about libraries." in await page.text()
             await page.submit_and_wait("location.href = '/whoami'")

@@ -19,7 +19,7 @@ from yarl import URL
 
 from proxy import context
 from proxy.errors import VendorUnreachable
-from proxy.vendors import Origin, Vendor
+from proxy.vendors import Origin, Vendor, parse_absolute_url
 
 log = logging.getLogger("libproxy.forward")
 
@@ -41,8 +41,9 @@ async def proxy_websocket(request: web.Request, origin: Origin, vendor: Vendor,
     if not probe.can_prepare(request).ok:
         return svc.pages.message(400, "Request refused", "This connection request is malformed.",
                                  reason="bad-websocket")
-    # SECURITY: the policy maps only a same-vendor Origin; anything else came from another site.
-    if "Origin" in request.headers and "Origin" not in headers:
+    # SECURITY: a socket may only be opened by a page of the same vendor (cross-site WebSocket
+    # hijacking would otherwise ride on the patron's cookie).
+    if "Origin" in request.headers and not _same_vendor(svc, headers.get("Origin"), vendor):
         return svc.pages.message(403, "Request refused", "This page may not open that connection.",
                                  reason="websocket-origin")
     for name in _HANDSHAKE:
@@ -70,6 +71,11 @@ async def proxy_websocket(request: web.Request, origin: Origin, vendor: Vendor,
         await upstream.close()
         await browser.close()
     return browser
+
+
+def _same_vendor(svc: context.Services, mapped_origin: str | None, vendor: Vendor) -> bool:
+    parsed = parse_absolute_url(mapped_origin) if mapped_origin else None
+    return parsed is not None and svc.vendors.match(parsed.origin) is vendor
 
 
 async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,

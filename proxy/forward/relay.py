@@ -1,0 +1,261 @@
+"""The vendor's answer, on its way to the browser: headers mapped, body streamed or rewritten.
+
+Three body paths:
+
+* **passed through**: binary types (PDF, images, video), ``206`` partial content, vendors with
+  ``rewrite = false``: streamed as received, compressed or not, ``Content-Length``, ``ETag`` and
+  ``Range`` intact;
+* **rewritten, small**: a text body of known size up to ``SMALL_BODY``, decoded, rewritten and
+  sent in one piece with a truthful ``Content-Length``;
+* **rewritten, streamed**: decoded under caps (size and ratio, so a bomb gets a 502), rewritten
+  chunk by chunk, re-compressed as the browser accepts, sent chunked. The first chunk is
+  processed *before* the headers go out, so a malformed or bombing stream still gets a clear
+  502 page; a failure later can only break the connection.
+
+Every proxied response gets ``Referrer-Policy``; HTML also gets a second CSP limited to the
+proxy's own hosts, so a link the rewriter missed fails in the browser instead of leaking.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy import context
+from proxy.errors import UpstreamError, VendorUnreachable
+from proxy.forward import cookies
+from proxy.forward.headers import response_headers
+from proxy.rewrite import (
+    REFERRER_POLICY,
+    BodyRewriter,
+    FindReplace,
+    choose_encoding,
+    etag_for_rewritten,
+    is_rewritable,
+    make_decoder,
+    make_encoder,
+    media_type,
+)
+from proxy.sessions import Session
+from proxy.vendors import Origin, Vendor, parse_absolute_url
+
+log = logging.getLogger("libproxy.forward")
+
+SMALL_BODY = 64 * 1024
+REWRITE_CHUNK = 64 * 1024  # bounds the time one rewrite step holds the event loop (~0.3 ms)
+NO_BODY_STATUSES = frozenset({204, 304})
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+OnResponse = Callable[[web.StreamResponse], None] | None
+
+
+def _rules(svc: context.Services, vendor: Vendor) -> tuple[FindReplace, ...]:
+    rules = svc.replace_rules.get(vendor.id)
+    if rules is None:
+        rules = svc.replace_rules[vendor.id] = tuple(FindReplace(f, r) for f, r in vendor.replace)
+    return rules
+
+
+def _store_cookies(upstream: aiohttp.ClientResponse, origin: Origin, path: str, jar: list[cookies.Record],
+                   now: float) -> bool:
+    changed = False
+    for value in upstream.headers.getall("Set-Cookie", ()):
+        record = cookies.parse_set_cookie(value, origin.host, path, now)
+        if record is not None:
+            cookies.store(jar, record, now)
+            changed = True
+    return changed
+
+
+def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.ClientResponse
+                 ) -> tuple[CIMultiDict[str], str | None]:
+    """Response headers for the browser, and the Location that leaves the proxy, if any."""
+    out: CIMultiDict[str] = CIMultiDict(response_headers(upstream.headers.items()))
+    mapper = svc.header_map
+    leaving = None
+    for name, mapping in (
+        ("Location", mapper.location), ("Content-Location", mapper.content_location),
+        ("Refresh", mapper.refresh), ("Link", mapper.link),
+        ("Content-Security-Policy", mapper.content_security_policy),
+        ("Content-Security-Policy-Report-Only", mapper.content_security_policy),
+    ):
+        values = out.getall(name, [])
+        if not values:
+            continue
+        del out[name]
+        for value in values:
+            mapped = mapping(value, origin.scheme)
+            if mapped is not None:
+                out.add(name, mapped)
+            elif name == "Location":
+                leaving = value
+    acao = out.get("Access-Control-Allow-Origin")
+    if acao is not None:
+        mapped_acao = mapper.access_control_allow_origin(acao)
+        if mapped_acao is None:
+            del out["Access-Control-Allow-Origin"]
+        else:
+            out["Access-Control-Allow-Origin"] = mapped_acao
+    out["Referrer-Policy"] = REFERRER_POLICY
+    return out, leaving
+
+
+async def relay(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
+                jar: list[cookies.Record], upstream: aiohttp.ClientResponse, on_response: OnResponse
+                ) -> tuple[web.StreamResponse, int]:
+    """Send the vendor's answer on to the browser; returns it with the body bytes received."""
+    svc = context.services(request)
+    now = time.time()
+    if _store_cookies(upstream, origin, request.raw_path.split("?", 1)[0], jar, now) and session is not None:
+        await svc.store.save(session)
+    out, leaving = _map_headers(svc, origin, upstream)
+    if leaving is not None:
+        page = leaving_page(svc, leaving)
+        if on_response is not None:
+            on_response(page)
+        return page, 0
+
+    content_type = upstream.headers.get("Content-Type")
+    if media_type(content_type)[0] in HTML_TYPES:
+        # Added beside the vendor's own policy: browsers enforce both, so this only narrows.
+        out.add("Content-Security-Policy", svc.header_map.proxy_policy())
+    has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
+    rewrite = vendor.rewrite and upstream.status != 206 and is_rewritable(content_type)
+    if rewrite:
+        out.popall("Content-Length", None)
+        etag = etag_for_rewritten(out.get("ETag"), svc.rewrite.fingerprint)
+        out.popall("ETag", None)
+        if etag is not None:
+            out["ETag"] = etag
+    elif upstream.status == 304 and "ETag" in out and svc.rewrite.fingerprint in request.headers.get(
+            "If-None-Match", ""):
+        # The browser revalidated a rewritten body: answer in the rewritten body's terms.
+        etag = etag_for_rewritten(out["ETag"], svc.rewrite.fingerprint)
+        out.popall("ETag", None)
+        if etag is not None:
+            out["ETag"] = etag
+    if not has_body:
+        response = web.Response(status=upstream.status, reason=upstream.reason, headers=out)
+        if not rewrite and upstream.content_length is not None and request.method == "HEAD":
+            response.headers["Content-Length"] = str(upstream.content_length)
+        if on_response is not None:
+            on_response(response)
+        return response, 0
+    length = upstream.content_length if "Transfer-Encoding" not in upstream.headers else None
+    if rewrite:
+        return await _rewritten(request, svc, origin, vendor, upstream, out, length, on_response)
+    return await _passed_through(request, vendor, upstream, out, length, on_response)
+
+
+async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohttp.ClientResponse,
+                          out: CIMultiDict[str], length: int | None, on_response: OnResponse
+                          ) -> tuple[web.StreamResponse, int]:
+    if length is not None and length <= SMALL_BODY:
+        # Small bodies in one piece: one write instead of three, and a vendor failing
+        # mid-body still gets a clean 502 page.
+        body = await _read(upstream, vendor)
+        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body)
+        if on_response is not None:
+            on_response(small)
+        return small, len(body)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
+    if on_response is not None:
+        on_response(response)
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    received = 0
+    try:
+        async for chunk in upstream.content.iter_any():
+            received += len(chunk)
+            await response.write(chunk)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _broken(request, vendor, response, exc, received)
+    await response.write_eof()
+    return response, received
+
+
+async def _rewritten(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
+                     upstream: aiohttp.ClientResponse, out: CIMultiDict[str], length: int | None,
+                     on_response: OnResponse) -> tuple[web.StreamResponse, int]:
+    decoder = make_decoder(upstream.headers.get("Content-Encoding"), max_size=svc.config.upstream.max_body)
+    rewriter = BodyRewriter(svc.rewrite.to_proxy(origin.scheme), rules=_rules(svc, vendor))
+    coding = choose_encoding(request.headers.get("Accept-Encoding"))
+    out.popall("Content-Encoding", None)
+    if coding != "identity":
+        out["Content-Encoding"] = coding
+    if "accept-encoding" not in out.get("Vary", "").lower():
+        out.add("Vary", "Accept-Encoding")
+
+    if length is not None and length <= SMALL_BODY and coding == "identity":
+        # Decoding errors and bombs raise here, before anything is sent: a clean 502 page.
+        body = await _read(upstream, vendor)
+        text = rewriter.feed(decoder.decompress(body))
+        text += rewriter.feed(decoder.flush()) + rewriter.flush()
+        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=text)
+        if on_response is not None:
+            on_response(small)
+        return small, len(body)
+
+    encoder = make_encoder(coding)
+    chunks = upstream.content.iter_chunked(REWRITE_CHUNK)
+    received = 0
+    # The first chunk is processed before the headers are sent (see the module docstring).
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except (TimeoutError, aiohttp.ClientError):
+        raise VendorUnreachable(vendor.id) from None
+    received += len(first)
+    pending = encoder.compress(rewriter.feed(decoder.decompress(first)))
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
+    if on_response is not None:
+        on_response(response)
+    await response.prepare(request)
+    try:
+        if pending:
+            await response.write(pending)
+        async for chunk in chunks:
+            received += len(chunk)
+            piece = encoder.compress(rewriter.feed(decoder.decompress(chunk)))
+            if piece:
+                await response.write(piece)
+        tail = rewriter.feed(decoder.flush()) + rewriter.flush()
+        await response.write(encoder.compress(tail) + encoder.finish())
+    except (TimeoutError, aiohttp.ClientError, UpstreamError) as exc:
+        return _broken(request, vendor, response, exc, received)
+    await response.write_eof()
+    return response, received
+
+
+async def _read(upstream: aiohttp.ClientResponse, vendor: Vendor) -> bytes:
+    try:
+        return await upstream.read()
+    except (TimeoutError, aiohttp.ClientError):
+        raise VendorUnreachable(vendor.id) from None
+
+
+def _broken(request: web.Request, vendor: Vendor, response: web.StreamResponse, exc: BaseException,
+            received: int) -> tuple[web.StreamResponse, int]:
+    # Headers are gone already; the only honest signal left is a broken connection.
+    log.warning("vendor %s failed mid-body: %s", vendor.id, type(exc).__name__)
+    if request.transport is not None:
+        request.transport.close()
+    return response, received
+
+
+def leaving_page(svc: context.Services, target: str) -> web.Response:
+    """What the browser gets instead of a redirect to a site the proxy does not serve."""
+    parsed = parse_absolute_url(target)
+    links = [(f"{parsed.origin}{parsed.rest}", "Continue outside the library's proxy")] if parsed else []
+    return svc.pages.message(
+        200, "This link leaves the library's databases",
+        "The database sent you to a site that your library does not provide through this proxy. "
+        "If you continue, that site will see your own connection rather than the library's.",
+        links=links, reason="leaving",
+    )
