@@ -55,7 +55,8 @@ def multihost_app(port: int, pdf: Path) -> web.Application:
             return web.json_response(
                 {"message": "api says hello", "link": f"{www}/article/from-api", "escaped": "see below"},
                 dumps=lambda o: json.dumps(o).replace("/", "\\/"),
-                headers={"Access-Control-Allow-Origin": www, "Vary": "Origin"},
+                headers={"Access-Control-Allow-Origin": www, "Access-Control-Allow-Credentials": "true",
+                         "Vary": "Origin"},
             )
         if host == "login.vendor.test" and path == "/sso":
             back = request.query.get("return", f"{www}/")
@@ -112,7 +113,8 @@ def multihost_app(port: int, pdf: Path) -> web.Application:
                 "document.addEventListener('DOMContentLoaded', function () {\n"
                 f"  var host = 'api.vendor.test:{port}';\n"
                 "  var api = location.protocol + '//' + host + '/data.json';\n"
-                "  fetch(api).then(function (r) { return r.json(); }).then(function (d) {\n"
+                "  fetch(api, {credentials: 'include'}).then(function (r) { return r.json(); })\n"
+                "  .then(function (d) {\n"
                 "    document.getElementById('out').textContent = d.message + ' ' + d.link;\n"
                 "  });\n"
                 "});\n"

@@ -325,10 +325,11 @@ class Browser:
         """Open /login (for ``url``), then submit the form; follows redirects to the vendor."""
         from urllib.parse import quote
 
-        login = f"http://{PROXY_HOST}/login" + (f"?url={quote(url, safe='')}" if url else "")
+        proxy_host = self.proxy.config.proxy.host
+        login = f"http://{proxy_host}/login" + (f"?url={quote(url, safe='')}" if url else "")
         form_page = await self.get(login)
         if form_page.status != 200 or 'name="csrf"' not in form_page.text:
             return form_page
         csrf = form_page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        return await self.post(f"http://{PROXY_HOST}/login",
+        return await self.post(f"http://{proxy_host}/login",
                                data={"csrf": csrf, "url": url, "card": card, "pin": pin})

@@ -25,7 +25,7 @@ from proxy.forward.headers import OutboundPolicy, outbound_headers
 from proxy.forward.relay import relay
 from proxy.forward.websocket import is_websocket, proxy_websocket
 from proxy.records.stats import classify
-from proxy.rewrite import if_none_match_to_vendor
+from proxy.rewrite import if_none_match_to_vendor, rewrite_body
 from proxy.sessions import Session
 from proxy.vendors import Origin, Vendor
 from proxy.web.pages import redirect
@@ -48,6 +48,15 @@ async def _capped(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[byt
         if total > limit:
             raise UploadTooLarge()
         yield chunk
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM = 1024 * 1024
+
+
+def _is_small_form(request: web.Request, length: int | None) -> bool:
+    return (length is not None and length <= MAX_FORM
+            and request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() == FORM_TYPE)
 
 
 def login_redirect(request: web.Request, origin: Origin) -> web.Response:
@@ -84,6 +93,11 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     svc = context.services(request)
     cfg = svc.config
     raw_path = request.raw_path
+    if "?" in raw_path and svc.rewrite.proxy_name in raw_path:
+        # Proxied URLs the browser carries in a query (a "return to" parameter from a rewritten
+        # link) go back to the vendor in its own terms.
+        path, _, query = raw_path.partition("?")
+        raw_path = path + "?" + rewrite_body(svc.rewrite.to_vendor(), query.encode("latin-1")).decode("latin-1")
     url = f"{origin}{raw_path}"
     in_library = bool(context.library_groups(request))
     stats = svc.records.stats
@@ -135,14 +149,19 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     if length is not None and length > cfg.proxy.max_upload:
         return svc.pages.message(413, "Upload too large", "The file you tried to send is larger than "
                                  "the library's proxy accepts.", reason="upload-too-large")
-    if request.body_exists:
+    body: bytes | None = None
+    if request.body_exists and _is_small_form(request, length):
+        # A form post may carry proxied URLs (hidden "return to" fields of a rewritten page).
+        body = rewrite_body(svc.rewrite.to_vendor(), await request.read())
+        headers["Content-Length"] = str(len(body))
+    elif request.body_exists:
         data = _capped(request.content, cfg.proxy.max_upload)
         if length is not None:
             headers["Content-Length"] = str(length)
 
     try:
         upstream = await svc.client.request(
-            request.method, URL(url, encoded=True), headers=headers, data=data,
+            request.method, URL(url, encoded=True), headers=headers, data=data if body is None else body,
             allow_redirects=False,
         )
     except UploadTooLarge:

@@ -89,6 +89,8 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
         del out[name]
         for value in values:
             mapped = mapping(value, origin.scheme)
+            if mapped is None and name in ("Location", "Content-Location") and _in_proxy_space(svc, value):
+                mapped = value  # a vendor echoing back a proxied URL it was given: already ours
             if mapped is not None:
                 out.add(name, mapped)
             elif name == "Location":
@@ -102,6 +104,15 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
             out["Access-Control-Allow-Origin"] = mapped_acao
     out["Referrer-Policy"] = REFERRER_POLICY
     return out, leaving
+
+
+def _in_proxy_space(svc: context.Services, url: str) -> bool:
+    """True for an absolute URL on the proxy's own host or one of its proxied hosts."""
+    parsed = parse_absolute_url(url)
+    if parsed is None or parsed.origin.scheme != svc.config.proxy.scheme:
+        return False
+    netloc = parsed.origin.netloc
+    return netloc == svc.vendors.proxy_host or svc.vendors.origin_for_host(netloc) is not None
 
 
 async def relay(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
@@ -191,17 +202,19 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
     if "accept-encoding" not in out.get("Vary", "").lower():
         out.add("Vary", "Accept-Encoding")
 
-    if length is not None and length <= SMALL_BODY and coding == "identity":
-        # Decoding errors and bombs raise here, before anything is sent: a clean 502 page.
+    encoder = make_encoder(coding)
+    if length is not None and length <= SMALL_BODY:
+        # In one piece, with a truthful Content-Length; decoding errors and bombs raise here,
+        # before anything is sent: a clean 502 page.
         body = await _read(upstream, vendor)
         text = rewriter.feed(decoder.decompress(body))
         text += rewriter.feed(decoder.flush()) + rewriter.flush()
-        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=text)
+        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
+                             body=encoder.compress(text) + encoder.finish())
         if on_response is not None:
             on_response(small)
         return small, len(body)
 
-    encoder = make_encoder(coding)
     chunks = upstream.content.iter_chunked(REWRITE_CHUNK)
     received = 0
     # The first chunk is processed before the headers are sent (see the module docstring).

@@ -10,6 +10,7 @@ parent domain, so a vendor's script on one proxied host cannot plant or read ano
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -30,6 +31,7 @@ log = logging.getLogger("libproxy.web")
 
 CSRF_COOKIE = "libproxy_csrf"
 TICKET_TTL = 60.0
+MAX_CHAIN = 8  # hosts given a cookie in one sign-in; the rest get theirs on first use
 MAX_FORM_BYTES = 16 * 1024
 
 routes = web.RouteTableDef()
@@ -92,11 +94,30 @@ def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
 
 
 async def connect_redirect(svc: context.Services, session_id: str, parsed: ParsedURL) -> web.Response:
-    """Send a signed-in patron to a proxied page through a one-time ticket."""
+    """Send a signed-in patron to a proxied page through one-time tickets.
+
+    Each of the vendor's configured hosts gets its host-only cookie in one chain of redirects
+    (the page asked for last), so a page's scripts can call the vendor's other hosts (an API
+    host with ``credentials: "include"``) without a sign-in round trip that CORS would refuse.
+    Hosts under a vendor's ``domains`` cannot be listed; they get their cookie on first use.
+    """
+    target = svc.vendors.proxied_origin(parsed.origin)
+    assert target is not None  # resolve_target() checked it
+    vendor = svc.vendors.match(parsed.origin)
+    others = sorted({
+        proxied for o in (vendor.origins if vendor else ()) if o != parsed.origin
+        and (proxied := svc.vendors.proxied_origin(o)) is not None and proxied != target
+    })[: MAX_CHAIN - 1]
+    return await _next_hop(svc, session_id, f"{target}{parsed.rest}", [*others, target])
+
+
+async def _next_hop(svc: context.Services, session_id: str, final: str, chain: list[str]) -> web.Response:
+    """Redirect to the next host of the chain with a fresh one-time ticket."""
     ticket = secrets.token_urlsafe(24)
-    await svc.store.add_ticket(ticket, session_id, parsed.rest, TICKET_TTL)
-    base = svc.vendors.proxied_origin(parsed.origin)
-    return redirect(f"{base}/.libproxy/connect?ticket={ticket}")
+    # Everything in the ticket was built by the proxy from its own vendor table: no URL in it
+    # ever comes from the request.
+    await svc.store.add_ticket(ticket, session_id, json.dumps([final, chain[1:]]), TICKET_TTL)
+    return redirect(f"{chain[0]}/.libproxy/connect?ticket={ticket}")
 
 
 def _login_form(request: web.Request, svc: context.Services, url: str, vendor: Vendor | None,
@@ -328,9 +349,12 @@ async def connect(request: web.Request) -> web.StreamResponse:
             links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
             reason="ticket-expired",
         )
-    proxied = svc.vendors.proxied_origin(origin)
-    # The target is a path we stored ourselves; made absolute so "//host" paths stay on this host.
-    response = redirect(f"{proxied}{taken[1]}")
+    final, chain = json.loads(taken[1])
+    if chain:
+        response = await _next_hop(svc, session.id, final, chain)
+    else:
+        # Absolute (built by the proxy), so a "//host" path stays a path on this host.
+        response = redirect(final)
     set_session_cookie(response, svc, session.id)
     svc.pages.secure(response)
     return response
