@@ -123,8 +123,11 @@ state_dir = "{tmp / 'state'}"
 file = "{tmp / 'patrons.toml'}"
 [admin]
 listen = ""
-[upstream]
-hosts = {{ "www.vendor.test" = "127.0.0.1", "cdn.vendor.test" = "127.0.0.1", "api.vendor.test" = "127.0.0.1", "www.plain.test" = "127.0.0.1" }}
+[upstream.hosts]
+"www.vendor.test" = "127.0.0.1"
+"cdn.vendor.test" = "127.0.0.1"
+"api.vendor.test" = "127.0.0.1"
+"www.plain.test" = "127.0.0.1"
 [[vendor]]
 id = "rewritten"
 start = "http://www.vendor.test{suffix}/page/0"
