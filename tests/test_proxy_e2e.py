@@ -521,3 +521,24 @@ async def test_websocket_through_the_proxy(proxy: RunningProxy, echo: EchoVendor
             assert unsigned.status == 302
     assert echo.received == []
     await b.close()
+
+
+async def test_streamed_upload_over_the_cap_gets_413(tmp_path: Path, echo: EchoVendor) -> None:
+    config = base_config(tmp_path, [vendor_entry(echo)], proxy={"max_upload": "1MiB"})
+    async with run_proxy(config) as running:
+        b = await signed_in(running, echo)
+        host = running.proxied_host(echo.origin)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(40):  # 2.5 MiB, chunked: no Content-Length to refuse up front
+                yield b"u" * 65536
+
+        echo.received.clear()
+        too_big = await b.post(f"http://{host}/upload", data=chunks(), follow=False)
+        assert too_big.status == 413
+        declared = await b.post(f"http://{host}/upload", data=b"x" * (2 * 1024 * 1024), follow=False)
+        assert declared.status == 413
+        # The declared-too-large one never reached the vendor at all.
+        assert len([r for r in echo.received if r.path == "/upload"]) <= 1
+        assert (await b.get(f"http://{host}/echo", follow=False)).status == 200
+        await b.close()

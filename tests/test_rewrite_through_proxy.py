@@ -173,3 +173,37 @@ async def test_proxied_urls_in_queries_and_forms_go_back_in_vendor_terms(
     await b.post(f"http://{host}/form", data={"return": f"http://{host}/x", "q": "owls"}, follow=False)
     assert app["received"][-1][1] == f"return=http%3A%2F%2Fwww.vendor.test%3A{port}%2Fx&q=owls".encode()
     await b.close()
+
+
+async def test_rewrite_off_and_find_replace_rules(tmp_path: Path) -> None:
+    port = free_port()
+    www = f"http://www.vendor.test:{port}"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=f"<script>var h = location.hostname;</script><a href='{www}/x'>x</a>",
+                            content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    vendors = [
+        {"id": "on", "title": "On", "start": f"{www}/", "groups": ["wolcott"], "hosts": [www],
+         "replace": [{"find": "location.hostname", "replace": "location.host"}]},
+        {"id": "off", "title": "Off", "start": f"http://www.plain.test:{port}/", "groups": ["wolcott"],
+         "hosts": [f"http://www.plain.test:{port}"], "rewrite": False},
+    ]
+    config = base_config(tmp_path, vendors,
+                         upstream={"hosts": {"www.vendor.test": "127.0.0.1", "www.plain.test": "127.0.0.1"}})
+    try:
+        async with run_proxy(config) as proxy:
+            b = Browser(proxy)
+            on = await b.sign_in("1000", "1111", f"{www}/")
+            host = proxy.proxied_host(www)
+            assert on.text == f"<script>var h = location.host;</script><a href='http://{host}/x'>x</a>"
+            off = await b.sign_in("1000", "1111", f"http://www.plain.test:{port}/")
+            assert off.text == f"<script>var h = location.hostname;</script><a href='{www}/x'>x</a>"
+            await b.close()
+    finally:
+        await runner.cleanup()

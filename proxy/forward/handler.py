@@ -39,15 +39,28 @@ class UploadTooLarge(Exception):
     pass
 
 
-async def _capped(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    total = 0
-    async for chunk in stream.iter_any():
-        total += len(chunk)
-        # SECURITY: aiohttp's client_max_size only guards read()/post(); a streamed upload
-        # needs its own cap.
-        if total > limit:
-            raise UploadTooLarge()
-        yield chunk
+class _Capped:
+    """A request body streamed upstream with a size cap.
+
+    aiohttp writes the body from its own task and reports a failure there as a connection
+    error, so the cap is also remembered in ``exceeded`` for the caller to tell the two apart.
+    """
+
+    def __init__(self, stream: aiohttp.StreamReader, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.exceeded = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        total = 0
+        async for chunk in self.stream.iter_any():
+            total += len(chunk)
+            # SECURITY: aiohttp's client_max_size only guards read()/post(); a streamed upload
+            # needs its own cap.
+            if total > self.limit:
+                self.exceeded = True
+                raise UploadTooLarge()
+            yield chunk
 
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -57,6 +70,11 @@ MAX_FORM = 1024 * 1024
 def _is_small_form(request: web.Request, length: int | None) -> bool:
     return (length is not None and length <= MAX_FORM
             and request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() == FORM_TYPE)
+
+
+def _too_large(svc: context.Services) -> web.Response:
+    return svc.pages.message(413, "Upload too large", "The file you tried to send is larger than the "
+                             "library's proxy accepts.", reason="upload-too-large")
 
 
 def login_redirect(request: web.Request, origin: Origin) -> web.Response:
@@ -147,15 +165,16 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     data: AsyncIterator[bytes] | None = None
     length = request.content_length
     if length is not None and length > cfg.proxy.max_upload:
-        return svc.pages.message(413, "Upload too large", "The file you tried to send is larger than "
-                                 "the library's proxy accepts.", reason="upload-too-large")
+        return _too_large(svc)
     body: bytes | None = None
+    capped: _Capped | None = None
     if request.body_exists and _is_small_form(request, length):
         # A form post may carry proxied URLs (hidden "return to" fields of a rewritten page).
         body = rewrite_body(svc.rewrite.to_vendor(), await request.read())
         headers["Content-Length"] = str(len(body))
     elif request.body_exists:
-        data = _capped(request.content, cfg.proxy.max_upload)
+        capped = _Capped(request.content, cfg.proxy.max_upload)
+        data = capped.chunks()
         if length is not None:
             headers["Content-Length"] = str(length)
 
@@ -165,12 +184,13 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
             allow_redirects=False,
         )
     except UploadTooLarge:
-        return svc.pages.message(413, "Upload too large", "The file you tried to send is larger than "
-                                 "the library's proxy accepts.", reason="upload-too-large")
+        return _too_large(svc)
     except (TimeoutError, aiohttp.ServerTimeoutError):
         log.warning("vendor %s timed out", vendor.id)
         raise VendorTimeout(vendor.id) from None
     except (aiohttp.ClientError, OSError) as exc:
+        if capped is not None and capped.exceeded:
+            return _too_large(svc)
         log.warning("vendor %s unreachable: %s", vendor.id, type(exc).__name__)
         raise VendorUnreachable(vendor.id) from None
 
