@@ -53,10 +53,12 @@ host name as the only anchor and ``VendorMap.origin_for_host`` as the resolver.
 
 Speed
 -----
-The matcher lower-cases each buffer once (host names match in any case), searches it for a few
-literal *anchors* with ``bytes.split`` (the registrable name, e.g. ``vendor.com``; names that
-share a top-level domain are merged into one ``.com`` anchor, so a table of many vendors costs a
-few passes, not one per vendor), and looks only at the bytes around each hit. Decisions are
+The matcher searches each buffer for a few literal *anchors* (the registrable name, e.g.
+``vendor.com``; names that share a top-level domain are merged into one ``.com`` anchor, so a
+table of many vendors costs a few passes, not one per vendor), in any case, and looks only at the
+bytes around each hit. With one or two anchors each is found by a case-insensitive ``re`` split
+of the buffer itself, starting at the anchor's first non-letter so ``re`` searches as fast as for
+a literal; with more, the buffer is lower-cased once and split with ``bytes.split``. Decisions are
 memoised by those bytes (the same ``href="https://www.`` context repeats all over a page), so a
 known hit costs one slice and one dict lookup. Measured by ``bench/bench_rewrite.py`` on this
 project's VM (Python 3.11), per 200 KB page: about 0.35 ms with no vendor host in it, 0.7 ms
@@ -253,6 +255,33 @@ def _escape(low: bytes, rs: int, before: int) -> tuple[int, int]:
     return 0, 0
 
 
+# With at most this many anchors, each is searched case-insensitively in the buffer itself (one
+# regular-expression split per anchor) instead of lower-casing the buffer and splitting the copy;
+# with more, the one lower-cased copy shared by all anchors is cheaper.
+MAX_REGEX_ANCHORS: Final = 2
+
+
+def _searcher(anchor: bytes) -> tuple[re.Pattern[bytes], int] | None:
+    """A case-insensitive search for ``anchor`` that is as fast as a literal one, and ``k``: how
+    many bytes into each hit the pattern's matches start. None if there is no such search.
+
+    Python's ``re`` searches fast only for a literal *uncased* first byte, so the pattern starts
+    at the first byte of the anchor that is not a letter (``.example`` for ``othervendor.example``)
+    and a look-behind checks the letters before it: each match is then a whole hit of the anchor.
+    For an anchor that has a border (a proper prefix equal to a suffix, e.g. ``1.1.1.1``) hits can
+    overlap, and ``re`` and ``bytes.split`` could disagree about which ones count: None.
+    """
+    if any(anchor[:j] == anchor[-j:] for j in range(1, len(anchor))):
+        return None
+    k = next((j for j, c in enumerate(anchor) if not 0x61 <= c <= 0x7A), -1)
+    if k < 0:
+        return None  # "localhost": only letters
+    pattern = re.escape(anchor[k:])
+    if k:
+        pattern += b"(?<=" + re.escape(anchor) + b")"
+    return re.compile(pattern, re.IGNORECASE), k
+
+
 class Matcher:
     """Finds mentions of hosts in a buffer and produces the edits that rewrite them.
 
@@ -273,6 +302,16 @@ class Matcher:
         self._kl = {a: _KL_TLD if a.startswith(b".") else _KL for a in anchors}
         self._seen = dict.fromkeys(anchors, 0)  # hits per anchor so far: the busiest runs inline
         self._replacements: dict[tuple[str, str | None, str, bytes], bytes] = {}
+        # With few anchors, each is searched case-insensitively in the buffer itself (see
+        # _searcher), which saves lower-casing every buffer; None: lower-case and split.
+        searchers = [_searcher(a) for a in anchors] if len(anchors) <= MAX_REGEX_ANCHORS else []
+        self._searchers: tuple[tuple[bytes, re.Pattern[bytes], int], ...] | None = (
+            tuple((a, s[0], s[1]) for a, s in zip(anchors, searchers, strict=True) if s is not None)
+            if searchers and all(s is not None for s in searchers) else None
+        )
+        # The lower-cased copy of the buffer being rewritten, made only when a decision needs it
+        # (a memo miss); reset by every rewrite() call.
+        self._low: bytes | None = None
 
     # -- the whole-buffer step used by the streaming rewriter -------------------------------
 
@@ -289,56 +328,95 @@ class Matcher:
         limit = n if final else n - MAX_MENTION
         if limit <= base:
             return [], base
-        # Host names are matched without regard to case, on a lower-cased copy (positions are
-        # the same: bytes.lower() only maps A-Z). islower() stops at the first capital, so the
-        # copy is saved only for the rare buffer without any capital letter.
-        low = buf if buf.islower() else buf.lower()
-        present = [a for a in self.anchors if low.find(a, base) >= 0]
+        # Per anchor present at or after base: (anchor, buffer split at its hits, k) where the
+        # split points are k bytes into each hit (see _searcher).
+        present: list[tuple[bytes, list[bytes], int]] = []
+        searchers = self._searchers
+        if searchers is None:
+            # Host names are matched without regard to case, on a lower-cased copy (positions
+            # are the same: bytes.lower() only maps A-Z). islower() stops at the first capital,
+            # so the copy is saved only for the rare buffer without any capital letter.
+            low = buf if buf.islower() else buf.lower()
+            self._low = low
+            present.extend((a, low.split(a), 0) for a in self.anchors if low.find(a, base) >= 0)
+        else:
+            # The anchors are found in the buffer itself by case-insensitive searches; the
+            # lower-cased copy is made only if a hit needs deciding (_miss).
+            self._low = None
+            for anchor, pattern, k in searchers:
+                pieces = pattern.split(buf)
+                # Border-free anchors never overlap, so the last hit says whether one starts at
+                # or after base (what low.find(anchor, base) says).
+                if len(pieces) > 1 and n - len(pieces[-1]) - len(anchor) >= base:
+                    present.append((anchor, pieces, k))
         out: list[bytes] = []
         last = base
-        if present:
-            # The anchor with the most hits so far runs through the inline loop; the (usually
-            # few) edits found through other anchors are merged into it as it goes.
-            main = max(present, key=self._seen.__getitem__)
-            others: list[tuple[int, int, bytes]] = []
-            for anchor in present:
-                if anchor is not main:
-                    self._collect(buf, low, anchor, base, at_start, final, others)
-            if len(present) > 2:
-                others.sort()
-            last = self._one_anchor(buf, low, main, base, at_start, final, limit, out, others)
+        try:
+            if present:
+                # The anchor with the most hits so far runs through the inline loop; the
+                # (usually few) edits found through other anchors are merged into it as it goes.
+                seen = self._seen
+                main = max(present, key=lambda p: seen[p[0]])
+                others: list[tuple[int, int, bytes]] = []
+                for found in present:
+                    if found is not main:
+                        self._collect(buf, found[1], found[0], found[2], base, at_start, final, others)
+                if len(present) > 2:
+                    others.sort()
+                last = self._one_anchor(buf, main[1], main[0], main[2], base, at_start, final, limit, out, others)
+        finally:
+            self._low = None
         cut = max(limit, last)
         out.append(buf[last:cut])
         return out, cut
 
     def _one_anchor(
-        self, buf: bytes, low: bytes, anchor: bytes, base: int, at_start: bool, final: bool, limit: int,
-        out: list[bytes], others: list[tuple[int, int, bytes]],
+        self, buf: bytes, pieces: list[bytes], anchor: bytes, k: int, base: int, at_start: bool, final: bool,
+        limit: int, out: list[bytes], others: list[tuple[int, int, bytes]],
     ) -> int:
         """Write ``buf[base:]`` with the edits of ``anchor`` (found in order, written as found)
-        and the sorted ``others`` merged in; return the end of the last edit (or ``base``)."""
+        and the sorted ``others`` merged in; return the end of the last edit (or ``base``).
+
+        ``pieces`` is the buffer split at the hits of ``anchor``, each split point ``k`` bytes
+        into its hit."""
         m = len(anchor)
         m1 = m + 1
+        mr = m + _KR_PORT
+        n = len(buf)
         kl = self._kl[anchor]
         get = self._memos[anchor].get
+        get_right = self._memos_right[anchor].get
+        miss = self._miss
         add = out.append
-        kmin = base + kl
         last = base
-        pos = 0
-        k = 0
-        after = len(buf) + 1
+        step = m - k
+        pos = -k
+        j = 0
+        after = n + 1
         next_other = others[0][0] if others else after
-        pieces = low.split(anchor)
         pieces.pop()
         self._seen[anchor] += len(pieces)
         # The hot loop: per hit one slice and one dict lookup of the bytes around it; the memo
-        # knows what they mean. Hits it does not know (or too near the start) take _miss.
+        # knows what they mean. Hits followed by a port (or a "%") are looked up with more bytes
+        # after them; hits neither memo knows (or too near the start) take _miss.
+        # A key may reach back into the emitted context (buf[:base]): those bytes are the
+        # stream's own, and a memoised decision only ever read bytes inside its key, so it is
+        # the decision _miss would make; an edit it gives that starts before base is dropped by
+        # the "start < last" check below, as _miss would refuse it (last >= base).
         for piece in pieces:
             i = pos + len(piece)
-            pos = i + m
-            hit = get(buf[i - kl : i + m1]) if i >= kmin else None
-            if hit is None:
-                hit = self._miss(buf, low, i, anchor, base, at_start, final)
+            pos = i + step
+            if i >= kl:
+                hit = get(buf[i - kl : i + m1])
+                if hit is None:
+                    if i + mr <= n:
+                        hit = get_right(buf[i - kl : i + mr])
+                    if hit is None:
+                        hit = miss(buf, i, anchor, base, at_start, final)
+                        if hit is None:
+                            continue
+            else:
+                hit = miss(buf, i, anchor, base, at_start, final)
                 if hit is None:
                     continue
             rel_start, rel_end, repl = hit
@@ -346,9 +424,9 @@ class Matcher:
                 continue
             start = i + rel_start
             while next_other < start:
-                o_start, o_end, o_repl = others[k]
-                k += 1
-                next_other = others[k][0] if k < len(others) else after
+                o_start, o_end, o_repl = others[j]
+                j += 1
+                next_other = others[j][0] if j < len(others) else after
                 if o_start >= last and o_start < limit:
                     add(buf[last:o_start])
                     add(o_repl)
@@ -360,7 +438,7 @@ class Matcher:
             add(buf[last:start])
             add(repl)
             last = i + rel_end
-        for o_start, o_end, o_repl in others[k:]:
+        for o_start, o_end, o_repl in others[j:]:
             if o_start >= last and o_start < limit:
                 add(buf[last:o_start])
                 add(o_repl)
@@ -368,35 +446,40 @@ class Matcher:
         return last
 
     def _collect(
-        self, buf: bytes, low: bytes, anchor: bytes, base: int, at_start: bool, final: bool,
+        self, buf: bytes, pieces: list[bytes], anchor: bytes, k: int, base: int, at_start: bool, final: bool,
         edits: list[tuple[int, int, bytes]],
     ) -> None:
-        """Append the edits found through ``anchor`` (in order) to ``edits``."""
+        """Append the edits found through ``anchor`` (in order) to ``edits``; ``pieces`` and
+        ``k`` as for _one_anchor."""
         m = len(anchor)
         m1 = m + 1
+        mr = m + _KR_PORT
+        n = len(buf)
         kl = self._kl[anchor]
         get = self._memos[anchor].get
+        get_right = self._memos_right[anchor].get
         append = edits.append
-        kmin = base + kl
-        pos = 0
-        pieces = low.split(anchor)
+        step = m - k
+        pos = -k
         pieces.pop()
         self._seen[anchor] += len(pieces)
         for piece in pieces:
             i = pos + len(piece)
-            pos = i + m
-            hit = get(buf[i - kl : i + m1]) if i >= kmin else None
+            pos = i + step
+            # Keys may reach back into buf[:base], as in _one_anchor.
+            hit = get(buf[i - kl : i + m1]) if i >= kl else None
             if hit is None:
-                hit = self._miss(buf, low, i, anchor, base, at_start, final)
+                if i >= kl and i + mr <= n:
+                    hit = get_right(buf[i - kl : i + mr])
                 if hit is None:
-                    continue
+                    hit = self._miss(buf, i, anchor, base, at_start, final)
+                    if hit is None:
+                        continue
             rel_start, rel_end, repl = hit
-            if repl is not None:
+            if repl is not None and i + rel_start >= base:  # SECURITY: never edit emitted bytes
                 append((i + rel_start, i + rel_end, repl))
 
-    def _miss(
-        self, buf: bytes, low: bytes, i: int, anchor: bytes, base: int, at_start: bool, final: bool
-    ) -> Edit | None:
+    def _miss(self, buf: bytes, i: int, anchor: bytes, base: int, at_start: bool, final: bool) -> Edit | None:
         """A hit the first memo does not know: try the memo of port contexts, then decide it
         from scratch and memoise the decision if the bytes it read all lie inside the key.
         None when the decision needs bytes not received yet (the caller holds them back)."""
@@ -409,6 +492,9 @@ class Matcher:
             known = right.get(buf[k0 : i + m + _KR_PORT])
             if known is not None:
                 return known
+        low = self._low
+        if low is None:
+            low = self._low = buf.lower()
         decided = self.decide(buf, low, i, m, at_start, final)
         if decided is None:
             return None
