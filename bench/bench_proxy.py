@@ -146,6 +146,8 @@ host = "{HOST}"
 state_dir = "{tmp / 'state'}"
 [patrons]
 file = "{tmp / 'patrons.toml'}"
+[admin]
+listen = ""
 [[vendor]]
 id = "bench"
 start = "http://127.0.0.1:{vendor_port}/small"

@@ -21,6 +21,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from proxy import context
@@ -108,6 +109,10 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
         return pages.message(502, "The database cannot be reached",
                              "The database's own site could not be reached or sent a broken reply. "
                              "Please try again later.", reason="vendor-unreachable")
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        # The browser went away mid-request: nobody is left to show a page to.
+        log.debug("client disconnected")
+        return web.Response(status=400)
     except Exception:
         log.exception("unexpected error (request %s)", request.get("libproxy.request_id", "-"))
         return pages.message(500, "Something went wrong",
@@ -145,25 +150,8 @@ def _note_client(request: web.Request, svc: context.Services) -> None:
     request[context.LIBRARY_GROUPS] = svc.networks.groups_for(address)
 
 
-def _cookie_value(headers: tuple[str, ...] | list[str], name: str) -> str | None:
-    """The value of one cookie, or None when absent or given more than once.
-
-    Cheaper than parsing every cookie on every proxied request; a name sent twice is refused
-    because a second copy can only come from a cookie planted by someone else.
-    """
-    found: str | None = None
-    for header in headers:
-        for pair in header.split(";"):
-            key, sep, value = pair.partition("=")
-            if sep and key.strip() == name:
-                if found is not None:
-                    return None
-                found = value.strip().strip('"')
-    return found
-
-
 async def _load_session(request: web.Request, svc: context.Services) -> None:
-    session_id = _cookie_value(request.headers.getall("Cookie", ()), svc.cookie_name)
+    session_id = context.single_cookie(request, svc.cookie_name)
     if not session_id or not _SESSION_ID.match(session_id):
         return
     session = await svc.store.get(session_id)
@@ -200,8 +188,6 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
     if path.startswith(RESERVED_PREFIX):
         if path == RESERVED_PREFIX + "connect" and request.method == "GET":
             return await web_routes.connect(request)
-        if path == RESERVED_PREFIX + "logout":
-            return redirect(f"{svc.config.proxy.public_origin}/logout")
         raise web.HTTPNotFound()
     session = context.current_session(request)
     licensed = session is not None and vendor.licensed_for(session.membership.groups)

@@ -199,6 +199,7 @@ class AssertionMinter:
         # never receives a token about to expire in flight.
         self._margin = max(10, self._lifetime // 5)
         self._cache: dict[tuple[str, str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = {}
+        self._signing: tuple[list[SigningKey], float, SigningKey] | None = None
         self._pairwise: TTLCache[tuple[str, str, str, tuple[tuple[str, str | bool], ...]], tuple[str, float]] = (
             TTLCache(maxsize=50_000, ttl=max(1, self._lifetime), timer=clock)
         )
@@ -209,7 +210,15 @@ class AssertionMinter:
 
     @property
     def signing_key(self) -> SigningKey:
-        return signing_key_at(self.keys, self._clock())
+        keys = self.keys
+        now = self._clock()
+        # Which key signs changes at most at a rotation's switch time: recomputed once a second.
+        cached = self._signing
+        if cached is not None and cached[0] is keys and now - cached[1] < 1.0:
+            return cached[2]
+        key = signing_key_at(keys, now)
+        self._signing = (keys, now, key)
+        return key
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in published_keys(self.keys, self._clock(), self._lifetime)]}
@@ -222,7 +231,7 @@ class AssertionMinter:
         """
         now = self._clock()
         key = self.signing_key
-        extra_items = tuple(sorted((extra or {}).items()))
+        extra_items = tuple(sorted(extra.items())) if extra else ()
         cache: Any = self._cache if subject is None else self._pairwise
         cache_key: Any = (vendor_id, key.kid, extra_items) if subject is None else (
             vendor_id, key.kid, subject, extra_items)

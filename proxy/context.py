@@ -72,3 +72,20 @@ def library_groups(request: web.Request) -> frozenset[str]:
 def client(request: web.Request) -> IPAddress | None:
     value = request.get(CLIENT)
     return value if value is not None else None
+
+
+def single_cookie(request: web.Request, name: str) -> str | None:
+    """The value of one cookie, or None when absent or sent more than once.
+
+    Cheaper than parsing every cookie on every proxied request; a name sent twice is refused
+    because the second copy can only be a cookie planted by someone else (cookie tossing).
+    """
+    found: str | None = None
+    for header in request.headers.getall("Cookie", ()):
+        for pair in header.split(";"):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip() == name:
+                if found is not None:
+                    return None
+                found = value.strip().strip('"')
+    return found

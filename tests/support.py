@@ -261,11 +261,12 @@ class Reply:
 
 
 class Browser:
-    """A tiny browser: per-host cookies (host-only, as the proxy sets them) and redirects."""
+    """A tiny browser: host-only and domain cookies (as the proxy sets them) and redirects."""
 
     def __init__(self, proxy: RunningProxy, local_addr: str = "127.0.0.1") -> None:
         self.proxy = proxy
-        self.cookies: dict[str, dict[str, str]] = {}
+        self.cookies: dict[str, dict[str, str]] = {}  # host-only, by host[:port]
+        self.domain_cookies: dict[str, dict[str, str]] = {}  # by domain (no port)
         self.set_cookie_headers: list[tuple[str, str]] = []
         connector = aiohttp.TCPConnector(force_close=True, local_addr=(local_addr, 0))
         self.session = aiohttp.ClientSession(
@@ -275,6 +276,28 @@ class Browser:
 
     async def close(self) -> None:
         await self.session.close()
+
+    def cookie_header(self, host: str) -> str:
+        name = host.lower().split(":")[0]
+        jar: dict[str, str] = {}
+        for domain, bucket in self.domain_cookies.items():
+            if name == domain or name.endswith("." + domain):
+                jar.update(bucket)
+        jar.update(self.cookies.get(host.lower(), {}))
+        return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+    def _store(self, host: str, raw: str) -> None:
+        self.set_cookie_headers.append((host, raw))
+        parsed: SimpleCookie = SimpleCookie()
+        parsed.load(raw)
+        for name, morsel in parsed.items():
+            domain = morsel["domain"].lstrip(".").lower()
+            bucket = (self.domain_cookies.setdefault(domain, {}) if domain
+                      else self.cookies.setdefault(host.lower(), {}))
+            if morsel["max-age"] == "0" or morsel.value == "":
+                bucket.pop(name, None)
+            else:
+                bucket[name] = morsel.value
 
     async def request(self, method: str, url: str, *, follow: bool = True, headers: dict[str, str] | None = None,
                       data: Any = None, max_redirects: int = 10) -> Reply:
@@ -286,9 +309,9 @@ class Browser:
             if parts.query:
                 target += "?" + parts.query
             send = {"Host": host}
-            jar = self.cookies.get(host.lower(), {})
-            if jar:
-                send["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+            cookie = self.cookie_header(host)
+            if cookie:
+                send["Cookie"] = cookie
             send.update(headers or {})
             async with self.session.request(
                 method, f"http://127.0.0.1:{self.proxy.port}{target}", headers=send, data=data,
@@ -296,15 +319,7 @@ class Browser:
             ) as resp:
                 body = await resp.read()
                 for raw in resp.headers.getall("Set-Cookie", []):
-                    self.set_cookie_headers.append((host, raw))
-                    parsed: SimpleCookie = SimpleCookie()
-                    parsed.load(raw)
-                    for name, morsel in parsed.items():
-                        bucket = self.cookies.setdefault(host.lower(), {})
-                        if morsel["max-age"] == "0" or morsel.value == "":
-                            bucket.pop(name, None)
-                        else:
-                            bucket[name] = morsel.value
+                    self._store(host, raw)
                 reply = Reply(resp.status, resp.headers, body, url, history)
             location = reply.header("Location")
             if not follow or location is None or reply.status not in (301, 302, 303, 307, 308):

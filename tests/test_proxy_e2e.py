@@ -209,7 +209,7 @@ async def test_vendor_cookies_stay_on_the_server_and_apart(proxy: RunningProxy, 
     # Only the proxy's own cookies ever reached either browser.
     for b in (alice, bob):
         for _, raw in b.set_cookie_headers:
-            assert raw.split("=", 1)[0] in ("libproxy", "libproxy_csrf"), raw
+            assert raw.split("=", 1)[0] in ("libproxy", "libproxy_csrf", "libproxy_bind"), raw
     # Signing out forgets the jar: signing in again starts empty.
     await alice.get(f"http://{PROXY_HOST}/logout")
     alice2 = await signed_in(proxy, echo, "1000", "1111")
@@ -542,3 +542,54 @@ async def test_streamed_upload_over_the_cap_gets_413(tmp_path: Path, echo: EchoV
         assert len([r for r in echo.received if r.path == "/upload"]) <= 1
         assert (await b.get(f"http://{host}/echo", follow=False)).status == 200
         await b.close()
+
+
+async def test_a_sign_on_ticket_cannot_plant_a_session_in_another_browser(proxy: RunningProxy,
+                                                                        echo: EchoVendor) -> None:
+    attacker = await signed_in(proxy, echo)
+    link = await attacker.get(f"http://{PROXY_HOST}/login?url={quote(echo.origin + '/echo')}", follow=False)
+    ticket_url = link.header("Location")
+    assert ticket_url and "/.libproxy/connect?ticket=" in ticket_url
+    victim = Browser(proxy)
+    echo.received.clear()
+    reply = await victim.get(ticket_url, follow=False)
+    assert reply.status == 400 and reply.header("X-Libproxy-Reason") == "ticket-elsewhere"
+    assert not victim.cookies.get(proxy.proxied_host(echo.origin))
+    assert echo.received == []
+    await attacker.close()
+    await victim.close()
+
+
+async def test_forms_from_vendor_pages_cannot_sign_in_or_out(proxy: RunningProxy, echo: EchoVendor) -> None:
+    b = await signed_in(proxy, echo)
+    other_device = await signed_in(proxy, echo)
+    vendor_page = f"http://{proxy.proxied_host(echo.origin)}"
+    fresh = Browser(proxy)
+    form = await fresh.get(f"http://{PROXY_HOST}/login")
+    csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    login = await fresh.post(f"http://{PROXY_HOST}/login", headers={"Origin": vendor_page},
+                             data={"csrf": csrf, "url": "", "card": "2000", "pin": "2222"})
+    assert login.status == 403 and login.header("X-Libproxy-Reason") == "cross-site"
+    assert "libproxy" not in fresh.cookies.get(PROXY_HOST, {})
+    await fresh.close()
+    out = await b.post(f"http://{PROXY_HOST}/logout", headers={"Origin": vendor_page}, data={"everywhere": "1"})
+    assert "other session" not in out.text
+    host = proxy.proxied_host(echo.origin)
+    assert (await other_device.get(f"http://{host}/echo", follow=False)).status == 200
+    # The vendor host has no sign-out of the proxy's own: that path is the vendor's.
+    assert (await other_device.get(f"http://{host}/.libproxy/logout", follow=False)).status == 404
+    await b.close()
+    await other_device.close()
+
+
+async def test_slow_sign_in_form_is_abandoned(proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.web import routes
+
+    monkeypatch.setattr(routes, "FORM_DEADLINE", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /login HTTP/1.1\r\nHost: " + PROXY_HOST.encode() + b"\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ncard=1")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 408")

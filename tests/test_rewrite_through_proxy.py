@@ -64,6 +64,9 @@ def vendor_app(port: int) -> web.Application:
         if path == "/nested":
             return web.Response(text="<div>" * 200_000 + f"<a href='{www}/deep'>deep</a>" + "</div>" * 200_000,
                                 content_type="text/html")
+        if path == "/a.svg":
+            return web.Response(text=f"<svg xmlns='http://www.w3.org/2000/svg'><image href='{www}/p.png'/></svg>",
+                                content_type="image/svg+xml")
         if path == "/plain-rewrite-off":
             return web.Response(text=f"{www}/kept", content_type="text/html")
         if path == "/echo-query":
@@ -207,3 +210,12 @@ async def test_rewrite_off_and_find_replace_rules(tmp_path: Path) -> None:
             await b.close()
     finally:
         await runner.cleanup()
+
+
+async def test_svg_documents_get_the_proxy_policy(running: tuple[RunningProxy, int, web.Application]) -> None:
+    proxy, port, _ = running
+    b, host = await _browser(proxy, port)
+    svg = await b.get(f"http://{host}/a.svg", follow=False)
+    assert any("form-action" in c for c in svg.headers_all("Content-Security-Policy"))
+    assert f"href='http://{host}/p.png'" in svg.text
+    await b.close()

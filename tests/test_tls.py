@@ -57,17 +57,27 @@ async def test_tls_wildcard_and_secure_host_cookies(tmp_path: Path, echo: EchoVe
         form = await get(PROXY, f"/login?url={quote(echo.origin + '/echo')}")
         page = (await form.read()).decode()
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        csrf_cookie = form.cookies["libproxy_csrf"]
-        assert csrf_cookie["secure"]
-        posted = await get(PROXY, "/login", cookie=f"libproxy_csrf={csrf_cookie.value}", method="POST",
-                           data={"csrf": csrf, "url": echo.origin + "/echo", "card": "1000", "pin": "1111"})
+        csrf_cookie = form.cookies["__Host-libproxy_csrf"]
+        assert csrf_cookie["secure"] and csrf_cookie["path"] == "/"
+        posted = await get(PROXY, "/login", cookie=f"__Host-libproxy_csrf={csrf_cookie.value}", method="POST",
+                           data={"csrf": csrf, "url": echo.origin + "/echo", "card": "1000", "pin": "1111"},
+                           )
         assert posted.status == 303
         session = posted.cookies["__Host-libproxy"]
         assert session["secure"] and session["httponly"] and not session["domain"] and session["path"] == "/"
         location = posted.headers["Location"]
         assert location.startswith(f"https://127-0-0-1---h{echo.port}.{PROXY}/.libproxy/connect?ticket=")
         label_host = location.split("/")[2]
-        connected = await get(label_host, "/" + location.split("/", 3)[3])
+        bind = posted.cookies["__Secure-libproxy_bind"]
+        assert bind["secure"] and bind["domain"] == PROXY and bind["httponly"]
+        # Without the browser's binding cookie, the ticket does not sign anyone in...
+        assert (await get(label_host, "/" + location.split("/", 3)[3])).status == 400
+        # ...and a fresh ticket with it does.
+        again = await get(PROXY, f"/login?url={quote(echo.origin + '/echo')}",
+                          cookie=f"__Host-libproxy={session.value}; __Secure-libproxy_bind={bind.value}")
+        location = again.headers["Location"]
+        connected = await get(label_host, "/" + location.split("/", 3)[3],
+                              cookie=f"__Secure-libproxy_bind={bind.value}")
         vendor_cookie = connected.cookies["__Host-libproxy"]
         assert vendor_cookie["secure"]
         reply = await get(label_host, "/echo", cookie=f"__Host-libproxy={vendor_cookie.value}")

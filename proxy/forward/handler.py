@@ -7,6 +7,7 @@ origin by the host middleware. Bodies stream in both directions: nothing is buff
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,14 +47,21 @@ class _Capped:
     error, so the cap is also remembered in ``exceeded`` for the caller to tell the two apart.
     """
 
-    def __init__(self, stream: aiohttp.StreamReader, limit: int) -> None:
+    def __init__(self, stream: aiohttp.StreamReader, limit: int, step_timeout: float) -> None:
         self.stream = stream
         self.limit = limit
+        self.step_timeout = step_timeout
         self.exceeded = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         total = 0
-        async for chunk in self.stream.iter_any():
+        while True:
+            # SECURITY: a body trickled a byte at a time (slow POST) would hold the connection,
+            # and the vendor's, for ever: each piece must arrive within the read timeout.
+            async with asyncio.timeout(self.step_timeout):
+                chunk = await self.stream.readany()
+            if not chunk:
+                return
             total += len(chunk)
             # SECURITY: aiohttp's client_max_size only guards read()/post(); a streamed upload
             # needs its own cap.
@@ -170,10 +178,16 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     capped: _Capped | None = None
     if request.body_exists and _is_small_form(request, length):
         # A form post may carry proxied URLs (hidden "return to" fields of a rewritten page).
-        body = rewrite_body(svc.rewrite.to_vendor(), await request.read())
+        try:
+            async with asyncio.timeout(cfg.upstream.read_timeout):
+                form = await request.read()
+        except TimeoutError:
+            return svc.pages.message(408, "The form took too long to arrive", "Please try again.",
+                                     reason="slow-body")
+        body = rewrite_body(svc.rewrite.to_vendor(), form)
         headers["Content-Length"] = str(len(body))
     elif request.body_exists:
-        capped = _Capped(request.content, cfg.proxy.max_upload)
+        capped = _Capped(request.content, cfg.proxy.max_upload, cfg.upstream.read_timeout)
         data = capped.chunks()
         if length is not None:
             headers["Content-Length"] = str(length)

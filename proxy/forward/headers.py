@@ -9,6 +9,7 @@ this filter, so a client can neither forge them nor make the proxy drop them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -87,6 +88,7 @@ def connection_tokens(values: Iterable[str]) -> frozenset[str]:
     return frozenset(tokens)
 
 
+@functools.lru_cache(maxsize=256)
 def filter_accept_encoding(value: str) -> str | None:
     """Keep only the codings the proxy can decode; None when nothing is left."""
     kept = []

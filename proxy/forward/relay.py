@@ -40,6 +40,7 @@ from proxy.rewrite import (
     make_decoder,
     make_encoder,
     media_type,
+    rewrite_body,
 )
 from proxy.sessions import Session
 from proxy.vendors import Origin, Vendor, parse_absolute_url
@@ -50,6 +51,12 @@ SMALL_BODY = 64 * 1024
 REWRITE_CHUNK = 64 * 1024  # bounds the time one rewrite step holds the event loop (~0.3 ms)
 NO_BODY_STATUSES = frozenset({204, 304})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def _is_document(mtype: str) -> bool:
+    """Types a browser may render as a page that loads things: HTML, SVG and XML (which can
+    embed scripts and references). PDFs, images, JSON... are not given the policy."""
+    return mtype in HTML_TYPES or mtype.endswith(("/xml", "+xml"))
 OnResponse = Callable[[web.StreamResponse], None] | None
 
 
@@ -77,15 +84,16 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
     out: CIMultiDict[str] = CIMultiDict(response_headers(upstream.headers.items()))
     mapper = svc.header_map
     leaving = None
+    present = {name.lower() for name in out}
     for name, mapping in (
         ("Location", mapper.location), ("Content-Location", mapper.content_location),
         ("Refresh", mapper.refresh), ("Link", mapper.link),
         ("Content-Security-Policy", mapper.content_security_policy),
         ("Content-Security-Policy-Report-Only", mapper.content_security_policy),
     ):
-        values = out.getall(name, [])
-        if not values:
+        if name.lower() not in present:
             continue
+        values = out.getall(name)
         del out[name]
         for value in values:
             mapped = mapping(value, origin.scheme)
@@ -95,7 +103,7 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
                 out.add(name, mapped)
             elif name == "Location":
                 leaving = value
-    acao = out.get("Access-Control-Allow-Origin")
+    acao = out.get("Access-Control-Allow-Origin") if "access-control-allow-origin" in present else None
     if acao is not None:
         mapped_acao = mapper.access_control_allow_origin(acao)
         if mapped_acao is None:
@@ -131,7 +139,7 @@ async def relay(request: web.Request, origin: Origin, vendor: Vendor, session: S
         return page, 0
 
     content_type = upstream.headers.get("Content-Type")
-    if media_type(content_type)[0] in HTML_TYPES:
+    if content_type is not None and _is_document(media_type(content_type)[0]):
         # Added beside the vendor's own policy: browsers enforce both, so this only narrows.
         out.add("Content-Security-Policy", svc.header_map.proxy_policy())
     has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
@@ -193,27 +201,40 @@ async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohtt
 async def _rewritten(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
                      upstream: aiohttp.ClientResponse, out: CIMultiDict[str], length: int | None,
                      on_response: OnResponse) -> tuple[web.StreamResponse, int]:
-    decoder = make_decoder(upstream.headers.get("Content-Encoding"), max_size=svc.config.upstream.max_body)
-    rewriter = BodyRewriter(svc.rewrite.to_proxy(origin.scheme), rules=_rules(svc, vendor))
+    matcher = svc.rewrite.to_proxy(origin.scheme)
+    vendor_coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+    small = length is not None and length <= SMALL_BODY
+    if vendor_coding == "identity" and small:
+        # The commonest case (small API answers, scripts, pages' fragments), in one call. The
+        # vendor did not think it worth compressing, and neither is it for us: encoding a small
+        # body costs more CPU than the bytes it saves on the way to the browser.
+        body = await _read(upstream, vendor)
+        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
+                             body=rewrite_body(matcher, body, _rules(svc, vendor)))
+        if on_response is not None:
+            on_response(whole)
+        return whole, len(body)
+
+    decoder = make_decoder(vendor_coding, max_size=svc.config.upstream.max_body)
+    rewriter = BodyRewriter(matcher, rules=_rules(svc, vendor))
     coding = choose_encoding(request.headers.get("Accept-Encoding"))
     out.popall("Content-Encoding", None)
     if coding != "identity":
         out["Content-Encoding"] = coding
     if "accept-encoding" not in out.get("Vary", "").lower():
         out.add("Vary", "Accept-Encoding")
-
     encoder = make_encoder(coding)
-    if length is not None and length <= SMALL_BODY:
+    if small:
         # In one piece, with a truthful Content-Length; decoding errors and bombs raise here,
         # before anything is sent: a clean 502 page.
         body = await _read(upstream, vendor)
         text = rewriter.feed(decoder.decompress(body))
         text += rewriter.feed(decoder.flush()) + rewriter.flush()
-        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
+        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
                              body=encoder.compress(text) + encoder.finish())
         if on_response is not None:
-            on_response(small)
-        return small, len(body)
+            on_response(whole)
+        return whole, len(body)
 
     chunks = upstream.content.iter_chunked(REWRITE_CHUNK)
     received = 0

@@ -54,5 +54,7 @@ class Pages:
         response.headers["Content-Security-Policy"] = self.csp
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own
+        # forms, and the login form's cross-site check needs the real origin.
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["Cache-Control"] = "no-store"

@@ -9,11 +9,14 @@ parent domain, so a vendor's script on one proxied host cannot plant or read ano
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from aiohttp import web
@@ -29,7 +32,9 @@ from proxy.web.pages import redirect
 
 log = logging.getLogger("libproxy.web")
 
-CSRF_COOKIE = "libproxy_csrf"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
+# A form body sent slower than this is abandoned (a slow-POST attack holds a connection open).
+FORM_DEADLINE = 30.0
 TICKET_TTL = 60.0
 MAX_CHAIN = 8  # hosts given a cookie in one sign-in; the rest get theirs on first use
 MAX_FORM_BYTES = 16 * 1024
@@ -44,6 +49,24 @@ def set_session_cookie(response: web.StreamResponse, svc: context.Services, sess
         svc.cookie_name, session_id, path="/", httponly=True, samesite="Lax",
         secure=svc.secure_cookies,
     )
+
+
+def bind_cookie_name(svc: context.Services) -> str:
+    return "__Secure-libproxy_bind" if svc.secure_cookies else "libproxy_bind"
+
+
+def browser_binding(request: web.Request, response: web.StreamResponse, svc: context.Services) -> str:
+    """The random value that ties sign-on tickets to this browser (set for the proxy's whole
+    domain, so the proxied hosts see it), creating it when absent."""
+    value = context.single_cookie(request, bind_cookie_name(svc))
+    if value is None or not _TOKEN.fullmatch(value):
+        value = secrets.token_urlsafe(24)
+    # SECURITY: a ticket is redeemed only by the browser holding this cookie, so a sign-on link
+    # captured by an attacker (for their own session) cannot plant that session in a victim's
+    # browser. It says nothing about the patron and is useless without a ticket.
+    response.set_cookie(bind_cookie_name(svc), value, domain=svc.vendors.proxy_host.split(":")[0], path="/",
+                        httponly=True, samesite="Lax", secure=svc.secure_cookies)
+    return value
 
 
 def clear_session_cookie(response: web.StreamResponse, svc: context.Services) -> None:
@@ -93,7 +116,8 @@ def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
     )
 
 
-async def connect_redirect(svc: context.Services, session_id: str, parsed: ParsedURL) -> web.Response:
+async def connect_redirect(request: web.Request, svc: context.Services, session_id: str, parsed: ParsedURL
+                           ) -> web.Response:
     """Send a signed-in patron to a proxied page through one-time tickets.
 
     Each of the vendor's configured hosts gets its host-only cookie in one chain of redirects
@@ -108,30 +132,59 @@ async def connect_redirect(svc: context.Services, session_id: str, parsed: Parse
         proxied for o in (vendor.origins if vendor else ()) if o != parsed.origin
         and (proxied := svc.vendors.proxied_origin(o)) is not None and proxied != target
     })[: MAX_CHAIN - 1]
-    return await _next_hop(svc, session_id, f"{target}{parsed.rest}", [*others, target])
+    response = redirect("")
+    bind = browser_binding(request, response, svc)
+    await _next_hop(response, svc, session_id, f"{target}{parsed.rest}", [*others, target], bind)
+    return response
 
 
-async def _next_hop(svc: context.Services, session_id: str, final: str, chain: list[str]) -> web.Response:
-    """Redirect to the next host of the chain with a fresh one-time ticket."""
+async def _next_hop(response: web.Response, svc: context.Services, session_id: str, final: str,
+                    chain: list[str], bind: str) -> None:
+    """Point ``response`` at the next host of the chain, with a fresh one-time ticket."""
     ticket = secrets.token_urlsafe(24)
     # Everything in the ticket was built by the proxy from its own vendor table: no URL in it
     # ever comes from the request.
-    await svc.store.add_ticket(ticket, session_id, json.dumps([final, chain[1:]]), TICKET_TTL)
-    return redirect(f"{chain[0]}/.libproxy/connect?ticket={ticket}")
+    await svc.store.add_ticket(ticket, session_id, json.dumps([final, chain[1:], bind]), TICKET_TTL)
+    response.headers["Location"] = f"{chain[0]}/.libproxy/connect?ticket={ticket}"
+
+
+def csrf_cookie_name(svc: context.Services) -> str:
+    # __Host-: over https the browser refuses it when set with a Domain (from a proxied host).
+    return "__Host-libproxy_csrf" if svc.secure_cookies else "libproxy_csrf"
+
+
+def cross_site(request: web.Request, svc: context.Services) -> bool:
+    """True for a POST whose Origin is not the proxy's own (a form on another site or on a
+    proxied vendor page). Browsers send Origin with every POST; its absence is tolerated."""
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != svc.config.proxy.public_origin
+
+
+def _refused_cross_site(svc: context.Services) -> web.Response:
+    return svc.pages.message(403, "Request refused", "This form can only be sent from the library's own pages.",
+                             reason="cross-site")
 
 
 def _login_form(request: web.Request, svc: context.Services, url: str, vendor: Vendor | None,
                 error: str | None = None, status: int = 200) -> web.Response:
-    token = request.cookies.get(CSRF_COOKIE, "")
+    token = request.cookies.get(csrf_cookie_name(svc), "")
     if len(token) != 32 or not token.isalnum():
         token = secrets.token_hex(16)
     response = svc.pages.render(
         "login.html", status=status, csrf=token, url=url,
         vendor_title=vendor.title if vendor else None, error=error,
     )
-    response.set_cookie(CSRF_COOKIE, token, path="/login", httponly=True, samesite="Strict",
+    response.set_cookie(csrf_cookie_name(svc), token, path="/", httponly=True, samesite="Strict",
                         secure=svc.secure_cookies)
     return response
+
+
+async def _read_form(request: web.Request) -> Mapping[str, object]:
+    try:
+        async with asyncio.timeout(FORM_DEADLINE):
+            return await request.post()
+    except TimeoutError:
+        raise BadInput("The form took too long to arrive.", 408) from None
 
 
 @routes.get("/login")
@@ -154,7 +207,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         if session is None or not vendor.licensed_for(session.membership.groups):
             # Like AutoLoginIP: in the library, no sign-in; the session carries no patron key.
             session = await svc.store.create(Membership(groups=on_site, key=None, source="network"))
-            response = await connect_redirect(svc, session.id, parsed)
+            response = await connect_redirect(request, svc, session.id, parsed)
             set_session_cookie(response, svc, session.id)
             return response
     if session is not None:
@@ -162,7 +215,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
             return redirect(f"{svc.config.proxy.public_origin}/databases")
         if not vendor.licensed_for(session.membership.groups):
             return not_licensed(svc, vendor)
-        return await connect_redirect(svc, session.id, parsed)
+        return await connect_redirect(request, svc, session.id, parsed)
     return _login_form(request, svc, url or "", vendor)
 
 
@@ -171,7 +224,10 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     svc = context.services(request)
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise BadInput("The sign-in form was too large.", 413)
-    form = await request.post()
+    # SECURITY: login CSRF from a proxied vendor page, which is same-site with the proxy.
+    if cross_site(request, svc):
+        return _refused_cross_site(svc)
+    form = await _read_form(request)
     def field(name: str) -> str:
         value = form.get(name, "")
         return value if isinstance(value, str) else ""
@@ -182,7 +238,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             parsed, vendor = resolve_target(svc, url)
         except BadInput:
             return not_configured(svc)
-    cookie_token = request.cookies.get(CSRF_COOKIE, "")
+    cookie_token = request.cookies.get(csrf_cookie_name(svc), "")
     # SECURITY: login CSRF: a form posted from another site cannot know this cookie's value.
     if not cookie_token or not hmac.compare_digest(cookie_token, field("csrf")):
         return _login_form(request, svc, url, vendor, status=400,
@@ -218,11 +274,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         if not vendor.licensed_for(membership.groups):
             response: web.StreamResponse = not_licensed(svc, vendor)
         else:
-            response = await connect_redirect(svc, session.id, parsed)
+            response = await connect_redirect(request, svc, session.id, parsed)
     else:
         response = redirect(f"{svc.config.proxy.public_origin}/databases")
     set_session_cookie(response, svc, session.id)
-    response.del_cookie(CSRF_COOKIE, path="/login")
+    response.del_cookie(csrf_cookie_name(svc), path="/")
     return response
 
 
@@ -236,10 +292,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
         # Ends the session on the server: every proxied host's cookie dies with it, and the
         # vendor cookies kept for this patron are forgotten.
         await svc.store.delete(session.id)
-        # "Sign out everywhere" is a POST from the session page: a cross-site form cannot send
-        # it with the (SameSite=Lax) session cookie.
-        if request.method == "POST" and session.membership.key:
-            form = await request.post()
+        # "Sign out everywhere" is a POST from the session page; a form on a proxied vendor page
+        # is same-site (so it carries the cookie) but not same-origin, which cross_site() sees.
+        if request.method == "POST" and session.membership.key and not cross_site(request, svc):
+            form = await _read_form(request)
             if form.get("everywhere") == "1":
                 everywhere = await svc.store.delete_patron(session.membership.key)
     text = ("You have been signed out of the library's databases. On a shared computer, close the "
@@ -349,12 +405,19 @@ async def connect(request: web.Request) -> web.StreamResponse:
             links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
             reason="ticket-expired",
         )
-    final, chain = json.loads(taken[1])
+    final, chain, bind = json.loads(taken[1])
+    presented = context.single_cookie(request, bind_cookie_name(svc)) or ""
+    if not hmac.compare_digest(presented.encode(), str(bind).encode()):
+        return svc.pages.message(
+            400, "Please open the database from the library's list",
+            "This sign-in link was made for another browser, so it cannot sign you in here.",
+            links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+            reason="ticket-elsewhere",
+        )
+    # Absolute (built by the proxy), so a "//host" path stays a path on this host.
+    response = redirect(final)
     if chain:
-        response = await _next_hop(svc, session.id, final, chain)
-    else:
-        # Absolute (built by the proxy), so a "//host" path stays a path on this host.
-        response = redirect(final)
+        await _next_hop(response, svc, session.id, final, chain, bind)
     set_session_cookie(response, svc, session.id)
     svc.pages.secure(response)
     return response
