@@ -80,9 +80,11 @@ async def sign_in(proxy_port: int, vendor_origin: str) -> tuple[str, str]:
                              data={"csrf": csrf, "url": vendor_origin + "/small", "card": "1000", "pin": "1111"},
                              allow_redirects=False) as r:
             location = r.headers["Location"]
+            bind = r.cookies["libproxy_bind"].value  # the ticket only works with this cookie
         host = location.split("//", 1)[1].split("/", 1)[0]
         path = "/" + location.split("//", 1)[1].split("/", 1)[1]
-        async with http.get(f"{base}{path}", headers={"Host": host}, allow_redirects=False) as r:
+        async with http.get(f"{base}{path}", headers={"Host": host, "Cookie": f"libproxy_bind={bind}"},
+                            allow_redirects=False) as r:
             cookie = r.cookies["libproxy"].value
         return host, cookie
 
