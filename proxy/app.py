@@ -264,6 +264,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         await records.start()
         vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
         table = RewriteTable(vendors)
+        header_map = HeaderMapper(table)
         app[context.SERVICES] = context.Services(
             config=config,
             vendors=vendors,
@@ -283,7 +284,8 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
             records=records,
             rewrite=table,
-            header_map=HeaderMapper(table),
+            header_map=header_map,
+            proxy_policy=header_map.proxy_policy(),
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
                  len(config.vendors), config.sessions.store, config.patrons.source)

@@ -36,6 +36,7 @@ class Services:
     records: Records
     rewrite: RewriteTable
     header_map: HeaderMapper
+    proxy_policy: str  # the CSP added to proxied documents (header_map.proxy_policy(), built once)
     # Built on first use, by vendor id: outbound header policies, find/replace rules.
     policies: dict[str, OutboundPolicy] = field(default_factory=dict)
     replace_rules: dict[str, tuple[FindReplace, ...]] = field(default_factory=dict)

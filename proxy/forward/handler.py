@@ -132,7 +132,8 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
         stats.record(vendor.id, kind="session", in_library=in_library)
     kinds = classify(raw_path, vendor.counter) if not vendor.counter.empty else frozenset()
     patron_key = session.membership.key if session is not None else None
-    if patron_key and svc.records.security.over_limit(patron_key, kinds | {"request"}):
+    limits = svc.config.records.security.usage_limits
+    if patron_key and limits and svc.records.security.over_limit(patron_key, kinds | {"request"}):
         return svc.pages.message(
             429, "Please slow down",
             "You have reached the library's limit for this database for now (licences forbid bulk "
@@ -209,10 +210,10 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
         raise VendorUnreachable(vendor.id) from None
 
     async with upstream:
-        response, sent = await relay(request, origin, vendor, session, jar, upstream, on_response)
+        response, sent = await relay(request, svc, origin, vendor, session, jar, upstream, on_response)
     stats.count_request(vendor.id, raw_path, patterns=vendor.counter, bytes=sent, in_library=in_library,
                         kinds=kinds)
-    if patron_key:
+    if patron_key and limits:
         for kind in (*kinds, "request"):
             svc.records.security.note_usage(patron_key, kind)
     return response

@@ -171,6 +171,9 @@ def _without_proxy_cookies(values: list[str], names: frozenset[str]) -> str:
 
 def response_headers(inbound: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Vendor response headers that may go on to the browser, before URL mapping."""
-    pairs = list(inbound)
-    dropped = connection_tokens(v for k, v in pairs if k.lower() == "connection")
-    return [(k, v) for k, v in pairs if k.lower() not in DROPPED_RESPONSE and k.lower() not in dropped]
+    pairs = [(k.lower(), k, v) for k, v in inbound]
+    dropped = DROPPED_RESPONSE
+    connection = [v for lk, _, v in pairs if lk == "connection"]
+    if connection:
+        dropped = dropped | connection_tokens(connection)
+    return [(k, v) for lk, k, v in pairs if lk not in dropped]

@@ -123,13 +123,12 @@ def _in_proxy_space(svc: context.Services, url: str) -> bool:
     return netloc == svc.vendors.proxy_host or svc.vendors.origin_for_host(netloc) is not None
 
 
-async def relay(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
-                jar: list[cookies.Record], upstream: aiohttp.ClientResponse, on_response: OnResponse
-                ) -> tuple[web.StreamResponse, int]:
+async def relay(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
+                session: Session | None, jar: list[cookies.Record], upstream: aiohttp.ClientResponse,
+                on_response: OnResponse) -> tuple[web.StreamResponse, int]:
     """Send the vendor's answer on to the browser; returns it with the body bytes received."""
-    svc = context.services(request)
-    now = time.time()
-    if _store_cookies(upstream, origin, request.raw_path.split("?", 1)[0], jar, now) and session is not None:
+    if "Set-Cookie" in upstream.headers and _store_cookies(
+            upstream, origin, request.raw_path.split("?", 1)[0], jar, time.time()) and session is not None:
         await svc.store.save(session)
     out, leaving = _map_headers(svc, origin, upstream)
     if leaving is not None:
@@ -141,9 +140,9 @@ async def relay(request: web.Request, origin: Origin, vendor: Vendor, session: S
     content_type = upstream.headers.get("Content-Type")
     if content_type is not None and _is_document(media_type(content_type)[0]):
         # Added beside the vendor's own policy: browsers enforce both, so this only narrows.
-        out.add("Content-Security-Policy", svc.header_map.proxy_policy())
+        out.add("Content-Security-Policy", svc.proxy_policy)
     has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
-    rewrite = vendor.rewrite and upstream.status != 206 and is_rewritable(content_type)
+    rewrite = vendor.rewrite and upstream.status != 206 and content_type is not None and is_rewritable(content_type)
     if rewrite:
         out.popall("Content-Length", None)
         etag = etag_for_rewritten(out.get("ETag"), svc.rewrite.fingerprint)
@@ -209,8 +208,12 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
         # vendor did not think it worth compressing, and neither is it for us: encoding a small
         # body costs more CPU than the bytes it saves on the way to the browser.
         body = await _read(upstream, vendor)
-        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
-                             body=rewrite_body(matcher, body, _rules(svc, vendor)))
+        rules = _rules(svc, vendor)
+        if rules or _mentions_a_host(svc, body):
+            body_out = rewrite_body(matcher, body, rules)
+        else:
+            body_out = body  # nothing to rewrite: most small answers of an API
+        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body_out)
         if on_response is not None:
             on_response(whole)
         return whole, len(body)
@@ -265,6 +268,12 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
         return _broken(request, vendor, response, exc, received)
     await response.write_eof()
     return response, received
+
+
+def _mentions_a_host(svc: context.Services, body: bytes) -> bool:
+    """A quick, conservative test: False only when no configured host can be in ``body``."""
+    low = body.lower()
+    return any(anchor in low for anchor in svc.rewrite.forward_anchors)
 
 
 async def _read(upstream: aiohttp.ClientResponse, vendor: Vendor) -> bytes:
