@@ -139,7 +139,7 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
     await _load_session(request, svc)
     if origin is None:
         return await handler(request)
-    return await vendor_host(request)
+    return await vendor_host(request, svc)
 
 
 def _note_client(request: web.Request, svc: context.Services) -> None:
@@ -177,9 +177,8 @@ async def network_session(request: web.Request) -> Session | None:
     return session
 
 
-async def vendor_host(request: web.Request) -> web.StreamResponse:
+async def vendor_host(request: web.Request, svc: context.Services) -> web.StreamResponse:
     """Everything on a proxied host: the reserved paths, then the access check, then the vendor."""
-    svc = context.services(request)
     origin = context.vendor_origin(request)
     assert origin is not None
     vendor = svc.vendors.match(origin)
@@ -193,7 +192,7 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
     licensed = session is not None and vendor.licensed_for(session.membership.groups)
     if not licensed and vendor.is_anonymous(request.raw_path):
         # Open resources: forwarded without sign-in and without any membership assertion.
-        return await proxy_to_vendor(request, origin, vendor, session, member=False)
+        return await proxy_to_vendor(request, svc, origin, vendor, session, member=False)
     on_response = None
     if session is None and vendor.licensed_for(context.library_groups(request)):
         session = await network_session(request)
@@ -212,7 +211,7 @@ async def vendor_host(request: web.Request) -> web.StreamResponse:
                                  reason="signed-out")
     if not vendor.licensed_for(session.membership.groups):
         return web_routes.not_licensed(svc, vendor)
-    return await proxy_to_vendor(request, origin, vendor, session, on_response=on_response)
+    return await proxy_to_vendor(request, svc, origin, vendor, session, on_response=on_response)
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

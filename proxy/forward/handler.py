@@ -106,7 +106,8 @@ def _policy(svc: context.Services, vendor: Vendor, origin: Origin) -> OutboundPo
     )
 
 
-async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, session: Session | None,
+async def proxy_to_vendor(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
+                          session: Session | None,
                           *, member: bool = True,
                           on_response: Callable[[web.StreamResponse], None] | None = None,
                           ) -> web.StreamResponse:
@@ -116,7 +117,6 @@ async def proxy_to_vendor(request: web.Request, origin: Origin, vendor: Vendor, 
     reached without a licensed session); ``on_response`` may add headers (a new session cookie)
     to whatever response is sent, before it is sent.
     """
-    svc = context.services(request)
     cfg = svc.config
     raw_path = request.raw_path
     if "?" in raw_path and svc.rewrite.proxy_name in raw_path:
