@@ -207,7 +207,7 @@ async def vendor_host(request: web.Request, svc: context.Services) -> web.Stream
             return login_redirect(request, origin)
         return svc.pages.message(401, "Please sign in", "Your session has ended. Open the database "
                                  "again from the library's list to sign in.",
-                                 links=[(f"{svc.config.proxy.public_origin}/databases", "Databases")],
+                                 links=svc.pages.to_databases("Databases"),
                                  reason="signed-out")
     if not vendor.licensed_for(session.membership.groups):
         return web_routes.not_licensed(svc, vendor)

@@ -42,6 +42,10 @@ class Pages:
         self.secure(response)
         return response
 
+    def to_databases(self, label: str = "Back to the databases") -> list[tuple[str, str]]:
+        """The link most messages end with: back to the list of databases."""
+        return [(f"{self._globals['proxy_origin']}/databases", label)]
+
     def message(self, status: int, title: str, text: str, *, links: list[tuple[str, str]] | None = None,
                 reason: str | None = None) -> web.Response:
         """A page that explains one thing in plain words, with optional (url, label) links."""

@@ -98,7 +98,7 @@ def not_configured(svc: context.Services) -> web.Response:
         404, "This database is not available through the library",
         "The link you followed points to a site that this library's proxy is not set up for. "
         "If you expected it to work, please tell the library which link you used.",
-        links=[(f"{svc.config.proxy.public_origin}/databases", "See the databases your library offers")],
+        links=svc.pages.to_databases("See the databases your library offers"),
         reason="not-configured",
     )
 
@@ -111,7 +111,7 @@ def not_licensed(svc: context.Services, vendor: Vendor) -> web.Response:
         f"This database is licensed to holders of a library card from: {groups}. Your card is "
         "not one of them. A card from one of those libraries, or a visit to the library, gives "
         "access.",
-        links=[(f"{svc.config.proxy.public_origin}/databases", "See the databases you can use")],
+        links=svc.pages.to_databases("See the databases you can use"),
         reason="not-licensed",
     )
 
@@ -304,7 +304,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         text += f" Your {everywhere} other session(s) on other devices have ended too."
     response = svc.pages.message(
         200, "You are signed out", text,
-        links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+        links=svc.pages.to_databases(),
         reason="signed-out",
     )
     clear_session_cookie(response, svc)
@@ -319,7 +319,7 @@ async def session_page(request: web.Request) -> web.StreamResponse:
     if session is None:
         return svc.pages.message(
             200, "You are not signed in", "The proxy holds nothing about you right now.",
-            links=[(f"{svc.config.proxy.public_origin}/databases", "Databases")], reason="no-session",
+            links=svc.pages.to_databases("Databases"), reason="no-session",
         )
     cfg = svc.config.sessions
     ends = min(session.created + cfg.lifetime, session.last_seen + cfg.idle)
@@ -402,7 +402,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
             400, "This sign-in link has expired",
             "Sign-in links work once and only for a minute. Please open the database again from "
             "the library's list.",
-            links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+            links=svc.pages.to_databases(),
             reason="ticket-expired",
         )
     final, chain, bind = json.loads(taken[1])
@@ -411,7 +411,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
         return svc.pages.message(
             400, "Please open the database from the library's list",
             "This sign-in link was made for another browser, so it cannot sign you in here.",
-            links=[(f"{svc.config.proxy.public_origin}/databases", "Back to the databases")],
+            links=svc.pages.to_databases(),
             reason="ticket-elsewhere",
         )
     # Absolute (built by the proxy), so a "//host" path stays a path on this host.
