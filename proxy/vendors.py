@@ -386,14 +386,6 @@ class VendorMap:
             return None
         return origin if self.match(origin) is not None else None
 
-    def to_proxy_url(self, url: str) -> str | None:
-        """Map an absolute vendor URL to its proxied form; None when its host is not configured."""
-        parsed = parse_absolute_url(url)
-        if parsed is None or self.match(parsed.origin) is None:
-            return None
-        base = self.proxied_origin(parsed.origin)
-        return base + parsed.rest if base else None
-
 
 def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") -> list[str]:
     """Problems in the vendor table as a whole: bad hosts, overlaps, unreachable start URLs,

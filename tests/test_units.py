@@ -19,6 +19,7 @@ from proxy.forward import cookies
 from proxy.forward.headers import OutboundPolicy, outbound_headers, response_headers
 from proxy.membership import Membership
 from proxy.patrons.hashing import hash_pin, pseudonym, verify_pin
+from proxy.rewrite import HeaderMapper, RewriteTable
 from proxy.sessions.memory import MemorySessionStore
 from proxy.vendors import (
     Origin,
@@ -97,7 +98,8 @@ def test_vendor_map_domains_and_aliases() -> None:
     assert vmap.origin_for_host("www-vendor-com.proxy.lib.example") == Origin("https", "www.vendor.com", 443)
     assert vmap.origin_for_host("www-evil-com.proxy.lib.example") is None
     assert vmap.origin_for_host("x.www-vendor-com.proxy.lib.example") is None
-    assert vmap.to_proxy_url("https://WWW.Vendor.COM./a?b=c") == "https://www-vendor-com.proxy.lib.example/a?b=c"
+    mapper = HeaderMapper(RewriteTable(vmap))
+    assert mapper.location("https://WWW.Vendor.COM./a?b=c") == "https://www-vendor-com.proxy.lib.example/a?b=c"
 
 
 @pytest.mark.parametrize("url", [

@@ -11,7 +11,6 @@ grow a session without limit.
 
 from __future__ import annotations
 
-import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -117,8 +116,3 @@ def header_for(jar: list[Record], host: str, path: str, secure: bool, now: float
         return None
     chosen.sort(key=lambda c: -len(c["path"]))
     return "; ".join(f"{c['name']}={c['value']}" for c in chosen)
-
-
-def purge_expired(jar: list[Record], now: float | None = None) -> None:
-    now = time.time() if now is None else now
-    jar[:] = [c for c in jar if c["expires"] is None or c["expires"] > now]

@@ -97,8 +97,6 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
         del out[name]
         for value in values:
             mapped = mapping(value, origin.scheme)
-            if mapped is None and name in ("Location", "Content-Location") and _in_proxy_space(svc, value):
-                mapped = value  # a vendor echoing back a proxied URL it was given: already ours
             if mapped is not None:
                 out.add(name, mapped)
             elif name == "Location":
@@ -112,15 +110,6 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
             out["Access-Control-Allow-Origin"] = mapped_acao
     out["Referrer-Policy"] = REFERRER_POLICY
     return out, leaving
-
-
-def _in_proxy_space(svc: context.Services, url: str) -> bool:
-    """True for an absolute URL on the proxy's own host or one of its proxied hosts."""
-    parsed = parse_absolute_url(url)
-    if parsed is None or parsed.origin.scheme != svc.config.proxy.scheme:
-        return False
-    netloc = parsed.origin.netloc
-    return netloc == svc.vendors.proxy_host or svc.vendors.origin_for_host(netloc) is not None
 
 
 async def relay(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,

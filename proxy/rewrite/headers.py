@@ -104,8 +104,16 @@ class HeaderMapper:
         explicit_port = self._has_port(value)
         target = self._target(parsed.origin, explicit_port, context_scheme)
         if target is None:
-            return None
+            # A vendor echoing back a proxied URL it was given (a "return to" parameter the
+            # browser sent in proxy terms) already points where it should.
+            return value if self._in_proxy_space(parsed.origin) else None
         return f"{target.scheme}://{target.netloc}{parsed.rest}"
+
+    def _in_proxy_space(self, origin: Origin) -> bool:
+        """True for the proxy's own host or one of its proxied hosts."""
+        if origin.scheme != self.table.proxy_scheme:
+            return False
+        return origin.netloc == self.table.proxy_host or self.vendors.origin_for_host(origin.netloc) is not None
 
     @staticmethod
     def _has_port(url: str) -> bool:
