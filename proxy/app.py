@@ -34,7 +34,7 @@ from proxy.membership import Membership
 from proxy.network import LibraryNetwork, Networks, client_address, parse_network
 from proxy.patrons import make_authenticator
 from proxy.records.service import Records
-from proxy.rewrite import HeaderMapper, RewriteTable
+from proxy.rewrite import HeaderMapper, RewriteTable, rewriting_loop
 from proxy.sessions import Session, make_store
 from proxy.vendors import VendorMap
 from proxy.web import routes as web_routes
@@ -286,8 +286,8 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             header_map=header_map,
             proxy_policy=header_map.proxy_policy(),
         )
-        log.info("proxy ready: %d vendors, sessions in %s, patrons from %s",
-                 len(config.vendors), config.sessions.store, config.patrons.source)
+        log.info("proxy ready: %d vendors, sessions in %s, patrons from %s, rewriting %s",
+                 len(config.vendors), config.sessions.store, config.patrons.source, rewriting_loop())
         watcher = asyncio.create_task(_watch_keys(keys))
         admin = await start_admin(app[context.SERVICES])
         try:

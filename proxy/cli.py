@@ -100,8 +100,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}")
         return 1
+    from proxy.rewrite import rewriting_loop
+
     print(f"{args.file}: OK ({len(cfg.vendors)} vendors, patrons from {cfg.patrons.source}, "
-          f"sessions in {cfg.sessions.store})")
+          f"sessions in {cfg.sessions.store}, rewriting {rewriting_loop()})")
     return 0
 
 

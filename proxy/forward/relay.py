@@ -5,8 +5,9 @@ Three body paths:
 * **passed through**: binary types (PDF, images, video), ``206`` partial content, vendors with
   ``rewrite = false``: streamed as received, compressed or not, ``Content-Length``, ``ETag`` and
   ``Range`` intact;
-* **rewritten, small**: a text body of known size up to ``SMALL_BODY``, decoded, rewritten and
-  sent in one piece with a truthful ``Content-Length``;
+* **rewritten, whole**: a text body of known size up to ``SMALL_BODY``, or one that has all
+  arrived by the time its first chunk is read, decoded, rewritten and sent in one piece with a
+  truthful ``Content-Length``;
 * **rewritten, streamed**: decoded under caps (size and ratio, so a bomb gets a 502), rewritten
   chunk by chunk, re-compressed as the browser accepts, sent chunked. The first chunk is
   processed *before* the headers go out, so a malformed or bombing stream still gets a clear
@@ -48,7 +49,7 @@ from proxy.vendors import Origin, Vendor, parse_absolute_url
 log = logging.getLogger("libproxy.forward")
 
 SMALL_BODY = 64 * 1024
-REWRITE_CHUNK = 64 * 1024  # bounds the time one rewrite step holds the event loop (~0.3 ms)
+COALESCE_BODY = 16 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
@@ -165,10 +166,7 @@ async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohtt
         # Small bodies in one piece: one write instead of three, and a vendor failing
         # mid-body still gets a clean 502 page.
         body = await _read(upstream, vendor)
-        small = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body)
-        if on_response is not None:
-            on_response(small)
-        return small, len(body)
+        return await _send_whole(request, upstream, out, body, on_response), len(body)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
     if on_response is not None:
         on_response(response)
@@ -202,10 +200,7 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
             body_out = rewrite_body(matcher, body, rules)
         else:
             body_out = body  # nothing to rewrite: most small answers of an API
-        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body_out)
-        if on_response is not None:
-            on_response(whole)
-        return whole, len(body)
+        return await _send_whole(request, upstream, out, body_out, on_response), len(body)
 
     decoder = make_decoder(vendor_coding, max_size=svc.config.upstream.max_body)
     rewriter = BodyRewriter(matcher, rules=_rules(svc, vendor))
@@ -216,28 +211,31 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
     if "accept-encoding" not in out.get("Vary", "").lower():
         out.add("Vary", "Accept-Encoding")
     encoder = make_encoder(coding)
+    chunks = None
     if small:
-        # In one piece, with a truthful Content-Length; decoding errors and bombs raise here,
-        # before anything is sent: a clean 502 page.
-        body = await _read(upstream, vendor)
-        text = rewriter.feed(decoder.decompress(body))
-        text += rewriter.feed(decoder.flush()) + rewriter.flush()
-        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out,
-                             body=encoder.compress(text) + encoder.finish())
-        if on_response is not None:
-            on_response(whole)
-        return whole, len(body)
-
-    chunks = upstream.content.iter_chunked(REWRITE_CHUNK)
-    received = 0
-    # The first chunk is processed before the headers are sent (see the module docstring).
-    try:
-        first = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = b""
-    except (TimeoutError, aiohttp.ClientError):
-        raise VendorUnreachable(vendor.id) from None
-    received += len(first)
+        first = await _read(upstream, vendor)
+    else:
+        # Whatever has arrived, as it arrived: aiohttp's read buffer (64 KiB, reading paused at
+        # twice that) bounds a chunk to a few hundred KiB, so one rewrite step holds the event
+        # loop for well under a millisecond. iter_chunked() would cost a copy to re-cut chunks.
+        chunks = upstream.content.iter_any()
+        # The first chunk is processed before the headers are sent (see the module docstring).
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except (TimeoutError, aiohttp.ClientError):
+            raise VendorUnreachable(vendor.id) from None
+    if small or upstream.content.at_eof():
+        # All of the body is here before the headers are due (a small body, or a page that came
+        # in one read): rewrite it whole and send it in one piece with a truthful
+        # Content-Length. Decoding errors and bombs raise here, before anything is sent: a
+        # clean 502 page.
+        text = rewriter.finish(decoder.decompress(first) + decoder.flush())
+        body = encoder.compress(text) + encoder.finish()
+        return await _send_whole(request, upstream, out, body, on_response), len(first)
+    assert chunks is not None  # set whenever the body is not small
+    received = len(first)
     pending = encoder.compress(rewriter.feed(decoder.decompress(first)))
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
     if on_response is not None:
@@ -257,6 +255,27 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
         return _broken(request, vendor, response, exc, received)
     await response.write_eof()
     return response, received
+
+
+async def _send_whole(request: web.Request, upstream: aiohttp.ClientResponse, out: CIMultiDict[str], body: bytes,
+                      on_response: OnResponse) -> web.StreamResponse:
+    """Send a body known in full, with its Content-Length."""
+    if len(body) <= COALESCE_BODY:
+        # aiohttp sends a Response's headers and body in one write.
+        whole = web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=body)
+        if on_response is not None:
+            on_response(whole)
+        return whole
+    # A larger body goes in its own write after the headers: coalescing them would copy it
+    # (asyncio before Python 3.12 joins what is written together).
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
+    response.content_length = len(body)
+    if on_response is not None:
+        on_response(response)
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
+    return response
 
 
 def _mentions_a_host(svc: context.Services, body: bytes) -> bool:

@@ -34,7 +34,7 @@ from proxy.rewrite.headers import (
     etag_for_rewritten,
     if_none_match_to_vendor,
 )
-from proxy.rewrite.hosts import Matcher, RewriteTable, Target
+from proxy.rewrite.hosts import Matcher, RewriteTable, Target, rewriting_loop
 
 __all__ = [
     "REFERRER_POLICY",
@@ -56,4 +56,5 @@ __all__ = [
     "make_encoder",
     "media_type",
     "rewrite_body",
+    "rewriting_loop",
 ]

@@ -154,6 +154,17 @@ class BodyRewriter:
         self._batch.clear()
         return self._run(data, final=True)
 
+    def finish(self, chunk: bytes) -> bytes:
+        """``feed(chunk) + flush()`` in one step (and one copy fewer): the last chunk."""
+        if self._done:
+            raise RuntimeError("finish() after flush()")
+        self._done = True
+        if self._batch:
+            self._batch.append(chunk)
+            chunk = b"".join(self._batch)
+            self._batch.clear()
+        return self._run(chunk, final=True)
+
     def _run(self, data: bytes, final: bool) -> bytes:
         for stage in self._stages:
             data = stage.feed(data)
@@ -164,8 +175,7 @@ class BodyRewriter:
 
 def rewrite_body(matcher: Matcher, data: bytes, rules: Sequence[FindReplace] = ()) -> bytes:
     """Rewrite a complete body at once (same result as streaming it)."""
-    rewriter = BodyRewriter(matcher, rules)
-    return rewriter.feed(data) + rewriter.flush()
+    return BodyRewriter(matcher, rules).finish(data)
 
 
 # ---------------------------------------------------------------------------------------------

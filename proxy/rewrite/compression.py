@@ -22,6 +22,7 @@ requires of HTTP), ``identity``; a list such as ``gzip, br`` is undone right to 
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterator
 from typing import Final, Protocol
@@ -392,6 +393,13 @@ class _Identity(_Base):
             self._caps.add(len(data))
             yield from _pieces(data)
 
+    def decompress(self, data: bytes) -> bytes:
+        # Nothing to decode: the bytes as they came (cutting and joining them would copy twice).
+        self._caps.consumed += len(data)
+        if data:
+            self._caps.add(len(data))
+        return data
+
     def flush(self) -> bytes:
         return b""
 
@@ -445,8 +453,10 @@ def make_decoder(
     ``max_size`` is typically the configured ``upstream.max_body``. The caps are shared by all
     layers of a chained coding and count the bytes received from the vendor.
     """
-    codings = [c for c in parse_codings(content_encoding) if c != "identity"]
     caps = _Caps(max_size, max_ratio, ratio_grace)
+    if content_encoding is None or content_encoding == "identity":
+        return _Identity(caps)  # the common case, without parsing
+    codings = [c for c in parse_codings(content_encoding) if c != "identity"]
     layers: list[_Base] = []
     for coding in reversed(codings):
         if coding in ("gzip", "x-gzip"):
@@ -573,6 +583,8 @@ def _accepted(accept_encoding: str) -> dict[str, float]:
     return weights
 
 
+# Browsers send a handful of distinct values; the cache is bounded, so odd values cannot grow it.
+@functools.lru_cache(maxsize=256)
 def choose_encoding(accept_encoding: str | None, offered: tuple[str, ...] = ("br", "gzip")) -> str:
     """The coding to send a rewritten body in: the browser's most preferred among ``offered``
     (ties go to the order of ``offered``), else ``identity``.

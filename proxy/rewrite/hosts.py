@@ -74,13 +74,32 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from proxy.config import valid_host
 from proxy.vendors import DEFAULT_PORTS, Origin, VendorMap
+
+try:
+    from proxy.rewrite import _hostscan
+except ImportError:  # not compiled (no C compiler at install): the pure-Python loop does the work
+    _hostscan = None  # type: ignore[assignment]
+
+# The compiled loop is used when it was built, unless LIBPROXY_PURE_PYTHON is set (the tests run
+# the rewriters both ways and compare; an operator can rule out the extension with it).
+ACCELERATED: Final = _hostscan is not None and not os.environ.get("LIBPROXY_PURE_PYTHON")
+
+
+def rewriting_loop() -> str:
+    """Which loop rewrites bodies, for the start-up log and ``check-config``."""
+    if ACCELERATED:
+        return "with the compiled loop"
+    if _hostscan is None:
+        return "in pure Python (the compiled loop was not built: install with a C compiler for 3-5x speed)"
+    return "in pure Python (LIBPROXY_PURE_PYTHON is set)"
 
 # Bytes that make up a host run (compared on the lower-cased buffer). "_" is not valid in a DNS
 # host name, but browsers accept it and it is common in JS identifiers; counting it as part of
@@ -189,6 +208,15 @@ _NO_EDIT: Final[Edit] = (0, 0, None)
 _Decision = tuple[tuple[int, int, bytes] | _Skip, int, int]
 
 
+class MemoTable(Protocol):
+    """What the matcher needs of a memo: a dict, or the compiled ``_hostscan.Memo``."""
+
+    def get(self, key: bytes, /) -> Edit | None: ...
+    def __setitem__(self, key: bytes, value: Edit, /) -> None: ...
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
+
+
 _KL: Final = 32  # memo key: bytes before a registrable-name anchor ("vendor.com")
 _KL_TLD: Final = 48  # the same for a top-level anchor (".com"): more of the host is before it
 _KR_PORT: Final = MAX_RIGHT  # memo key for hits followed by ":" or "%": bytes after the anchor
@@ -291,15 +319,22 @@ class Matcher:
     meant to be shared by every response of one table (single-threaded, like the event loop).
     """
 
-    def __init__(self, anchors: tuple[bytes, ...], resolve: Resolver) -> None:
+    def __init__(self, anchors: tuple[bytes, ...], resolve: Resolver, accelerated: bool | None = None) -> None:
         self.anchors = anchors
         self._resolve = resolve
+        # The compiled loop (_hostscan.c) finds the hits and applies what the memos know; every
+        # other hit still comes to _miss here, so both loops make the same decisions.
+        self.accelerated = ACCELERATED if accelerated is None else accelerated
+        if self.accelerated and (_hostscan is None or len(anchors) > 64):
+            self.accelerated = False
+        new_memo: Callable[[], MemoTable] = _hostscan.Memo if self.accelerated else dict
         # Decisions by the bytes around a hit (per anchor, so keys of one length only ever
         # meet keys of the same anchor): KL bytes before it, the anchor and one byte after.
-        self._memos: dict[bytes, dict[bytes, Edit]] = {a: {} for a in anchors}
+        self._memos: dict[bytes, MemoTable] = {a: new_memo() for a in anchors}
         # The same for hits followed by a port, keyed with _KR_PORT bytes after the anchor.
-        self._memos_right: dict[bytes, dict[bytes, Edit]] = {a: {} for a in anchors}
+        self._memos_right: dict[bytes, MemoTable] = {a: new_memo() for a in anchors}
         self._kl = {a: _KL_TLD if a.startswith(b".") else _KL for a in anchors}
+        self._specs = tuple((a, self._kl[a], self._memos[a], self._memos_right[a], _KR_PORT) for a in anchors)
         self._seen = dict.fromkeys(anchors, 0)  # hits per anchor so far: the busiest runs inline
         self._replacements: dict[tuple[str, str | None, str, bytes], bytes] = {}
         # With few anchors, each is searched case-insensitively in the buffer itself (see
@@ -328,6 +363,18 @@ class Matcher:
         limit = n if final else n - MAX_MENTION
         if limit <= base:
             return [], base
+        if self.accelerated:
+            anchors = self.anchors
+
+            def miss(i: int, index: int) -> Edit | None:
+                return self._miss(buf, i, anchors[index], base, at_start, final)
+
+            self._low = None
+            try:
+                data, cut = _hostscan.rewrite(buf, base, limit, self._specs, miss)
+            finally:
+                self._low = None
+            return [data], cut
         # Per anchor present at or after base: (anchor, buffer split at its hits, k) where the
         # split points are k bytes into each hit (see _searcher).
         present: list[tuple[bytes, list[bytes], int]] = []

@@ -1,0 +1,814 @@
+/* The hot loop of host rewriting, compiled: find the anchors, look each hit up in the memo of
+ * decisions, copy the bytes between edits. Nothing here decides what a mention means: every hit
+ * the memo does not know is handed back to Python (Matcher._miss in hosts.py), which decides it
+ * and fills the memo. So the rules live in one place, and this file only makes known hits cheap.
+ *
+ * Python's ``re``/``bytes.split`` search plus a dict lookup per hit costs about 1 us per mention
+ * and 0.3 ms per 200 KB page on this project's machines; this loop costs a few tens of
+ * nanoseconds per mention and one memchr pass per anchor. The pure-Python matcher remains the
+ * reference, and the tests run both and compare their output.
+ *
+ * Module ``proxy.rewrite._hostscan``:
+ *   Memo()       a bounded map from the bytes around a hit to its Edit (rel_start, rel_end,
+ *                replacement or None); supports get, [] =, len, clear, in.
+ *   rewrite(buf, base, limit, specs, miss) -> (bytes, cut)
+ *                specs: tuple of (anchor: bytes, kl: int, memo: Memo, memo_right: Memo, kr: int)
+ *                miss(i, index) -> Edit or None, for hits no memo knows.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memo */
+
+/* SECURITY: keys are bytes of vendor pages. The hash is seeded at import from os.urandom, and a
+ * probe never runs longer than MAX_PROBE slots (an entry that finds no room replaces one), so no
+ * page can be crafted to make a lookup slow: the memo is a cache and may forget. */
+#define MAX_PROBE 16
+#define MIN_SLOTS 64
+
+static uint64_t hash_seed = 0x243f6a8885a308d3ULL;
+
+static inline uint64_t
+rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t
+hash_key(const unsigned char *p, Py_ssize_t len)
+{
+    const uint64_t k = 0x9e3779b97f4a7c15ULL;
+    uint64_t h = hash_seed ^ ((uint64_t)len * k);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = rotl64((h ^ w) * k, 31) * 0xbf58476d1ce4e5b9ULL;
+    }
+    uint64_t w = 0;
+    for (Py_ssize_t j = 0; i < len; i++, j++) {
+        w |= (uint64_t)p[i] << (8 * j);
+    }
+    h = (h ^ w) * k;
+    h ^= h >> 32;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 29;
+    return h;
+}
+
+typedef struct {
+    uint64_t hash;
+    PyObject *key;   /* bytes, or NULL for an empty slot */
+    PyObject *value; /* the Edit tuple as given */
+    Py_ssize_t rel_start;
+    Py_ssize_t rel_end;
+    PyObject *repl;  /* borrowed from value: bytes, or NULL for "leave as is" */
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry *slots;
+    Py_ssize_t mask;
+    Py_ssize_t used;
+} MemoObject;
+
+static PyTypeObject MemoType;
+
+static int
+memo_alloc(MemoObject *self, Py_ssize_t nslots)
+{
+    Entry *slots = PyMem_Calloc((size_t)nslots, sizeof(Entry));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slots = slots;
+    self->mask = nslots - 1;
+    self->used = 0;
+    return 0;
+}
+
+static void
+memo_release(Entry *slots, Py_ssize_t nslots)
+{
+    for (Py_ssize_t i = 0; i < nslots; i++) {
+        Py_XDECREF(slots[i].key);
+        Py_XDECREF(slots[i].value);
+    }
+    PyMem_Free(slots);
+}
+
+static PyObject *
+memo_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Memo() takes no arguments");
+        return NULL;
+    }
+    MemoObject *self = (MemoObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (memo_alloc(self, MIN_SLOTS) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+memo_dealloc(MemoObject *self)
+{
+    if (self->slots != NULL) {
+        memo_release(self->slots, self->mask + 1);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The entry holding this key, or NULL. */
+static inline Entry *
+memo_find(MemoObject *self, const unsigned char *key, Py_ssize_t len, uint64_t h)
+{
+    Py_ssize_t mask = self->mask;
+    for (Py_ssize_t probe = 0; probe < MAX_PROBE; probe++) {
+        Entry *e = &self->slots[(Py_ssize_t)((h + (uint64_t)probe) & (uint64_t)mask)];
+        if (e->key == NULL) {
+            return NULL;
+        }
+        if (e->hash == h && PyBytes_GET_SIZE(e->key) == len &&
+            memcmp(PyBytes_AS_STRING(e->key), key, (size_t)len) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Checks that value is an Edit: (int, int, bytes or None). */
+static int
+edit_parts(PyObject *value, Py_ssize_t *rel_start, Py_ssize_t *rel_end, PyObject **repl)
+{
+    if (!PyTuple_CheckExact(value) || PyTuple_GET_SIZE(value) != 3) {
+        PyErr_SetString(PyExc_TypeError, "an edit is a tuple (rel_start, rel_end, bytes or None)");
+        return -1;
+    }
+    PyObject *r = PyTuple_GET_ITEM(value, 2);
+    if (r != Py_None && !PyBytes_CheckExact(r)) {
+        PyErr_SetString(PyExc_TypeError, "an edit's replacement is bytes or None");
+        return -1;
+    }
+    Py_ssize_t s = PyLong_AsSsize_t(PyTuple_GET_ITEM(value, 0));
+    if (s == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t t = PyLong_AsSsize_t(PyTuple_GET_ITEM(value, 1));
+    if (t == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *rel_start = s;
+    *rel_end = t;
+    *repl = r == Py_None ? NULL : r;
+    return 0;
+}
+
+static int
+memo_grow(MemoObject *self)
+{
+    Entry *old = self->slots;
+    Py_ssize_t oldn = self->mask + 1;
+    if (memo_alloc(self, oldn * 2) < 0) {
+        self->slots = old;
+        self->mask = oldn - 1;
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < oldn; i++) {
+        Entry *src = &old[i];
+        if (src->key == NULL) {
+            continue;
+        }
+        Entry *dst = NULL;
+        for (Py_ssize_t probe = 0; probe < MAX_PROBE; probe++) {
+            Entry *e = &self->slots[(Py_ssize_t)((src->hash + (uint64_t)probe) & (uint64_t)self->mask)];
+            if (e->key == NULL) {
+                dst = e;
+                break;
+            }
+        }
+        if (dst == NULL) { /* no room within the probe bound: the cache forgets this one */
+            Py_DECREF(src->key);
+            Py_DECREF(src->value);
+            continue;
+        }
+        *dst = *src;
+        self->used++;
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static int
+memo_set(MemoObject *self, PyObject *key, PyObject *value)
+{
+    if (!PyBytes_CheckExact(key)) {
+        PyErr_SetString(PyExc_TypeError, "memo keys are bytes");
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "memo entries are not deleted one by one; use clear()");
+        return -1;
+    }
+    Py_ssize_t rel_start, rel_end;
+    PyObject *repl;
+    if (edit_parts(value, &rel_start, &rel_end, &repl) < 0) {
+        return -1;
+    }
+    if ((self->used + 1) * 2 > self->mask + 1 && memo_grow(self) < 0) {
+        return -1;
+    }
+    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t len = PyBytes_GET_SIZE(key);
+    uint64_t h = hash_key(k, len);
+    Entry *slot = NULL;
+    for (Py_ssize_t probe = 0; probe < MAX_PROBE; probe++) {
+        Entry *e = &self->slots[(Py_ssize_t)((h + (uint64_t)probe) & (uint64_t)self->mask)];
+        if (e->key == NULL || (e->hash == h && PyBytes_GET_SIZE(e->key) == len &&
+                               memcmp(PyBytes_AS_STRING(e->key), k, (size_t)len) == 0)) {
+            slot = e;
+            break;
+        }
+    }
+    if (slot == NULL) {
+        slot = &self->slots[(Py_ssize_t)(h & (uint64_t)self->mask)]; /* replace: see MAX_PROBE */
+    }
+    if (slot->key == NULL) {
+        self->used++;
+    }
+    PyObject *old_key = slot->key, *old_value = slot->value;
+    Py_INCREF(key);
+    Py_INCREF(value);
+    slot->hash = h;
+    slot->key = key;
+    slot->value = value;
+    slot->rel_start = rel_start;
+    slot->rel_end = rel_end;
+    slot->repl = repl;
+    Py_XDECREF(old_key);
+    Py_XDECREF(old_value);
+    return 0;
+}
+
+static PyObject *
+memo_lookup(MemoObject *self, PyObject *key)
+{
+    if (!PyBytes_CheckExact(key)) {
+        return NULL;
+    }
+    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t len = PyBytes_GET_SIZE(key);
+    Entry *e = memo_find(self, k, len, hash_key(k, len));
+    return e == NULL ? NULL : e->value;
+}
+
+static PyObject *
+memo_get(MemoObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    PyObject *found = memo_lookup(self, args[0]);
+    if (found == NULL) {
+        found = nargs == 2 ? args[1] : Py_None;
+    }
+    return Py_NewRef(found);
+}
+
+static PyObject *
+memo_subscript(MemoObject *self, PyObject *key)
+{
+    PyObject *found = memo_lookup(self, key);
+    if (found == NULL) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(found);
+}
+
+static int
+memo_ass_subscript(MemoObject *self, PyObject *key, PyObject *value)
+{
+    return memo_set(self, key, value);
+}
+
+static Py_ssize_t
+memo_length(MemoObject *self)
+{
+    return self->used;
+}
+
+static int
+memo_contains(MemoObject *self, PyObject *key)
+{
+    return memo_lookup(self, key) != NULL;
+}
+
+static PyObject *
+memo_clear(MemoObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Entry *old = self->slots;
+    Py_ssize_t oldn = self->mask + 1;
+    if (memo_alloc(self, MIN_SLOTS) < 0) {
+        self->slots = old;
+        self->mask = oldn - 1;
+        return NULL;
+    }
+    memo_release(old, oldn);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef memo_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))memo_get, METH_FASTCALL, "get(key, default=None)"},
+    {"clear", (PyCFunction)memo_clear, METH_NOARGS, "Forget every entry."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods memo_as_mapping = {
+    (lenfunc)memo_length,
+    (binaryfunc)memo_subscript,
+    (objobjargproc)memo_ass_subscript,
+};
+
+static PySequenceMethods memo_as_sequence = {
+    .sq_contains = (objobjproc)memo_contains,
+};
+
+static PyTypeObject MemoType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy.rewrite._hostscan.Memo",
+    .tp_doc = "A bounded cache of rewrite decisions keyed by the bytes around a hit.",
+    .tp_basicsize = sizeof(MemoObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = memo_new,
+    .tp_dealloc = (destructor)memo_dealloc,
+    .tp_methods = memo_methods,
+    .tp_as_mapping = &memo_as_mapping,
+    .tp_as_sequence = &memo_as_sequence,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Finding the anchors */
+
+typedef struct {
+    Py_ssize_t pos;   /* where the anchor starts */
+    Py_ssize_t index; /* which anchor */
+    uint64_t hash;    /* of its memo key, once hashed */
+    int hashed;       /* 0: not hashed (no key fits), 1: key of the memo, 2: of the right memo */
+} Hit;
+
+typedef struct {
+    Hit *items;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Hits;
+
+static int
+hits_push(Hits *hits, Py_ssize_t pos, Py_ssize_t index)
+{
+    if (hits->len == hits->cap) {
+        Py_ssize_t cap = hits->cap ? hits->cap * 2 : 256;
+        Hit *items = PyMem_Realloc(hits->items, (size_t)cap * sizeof(Hit));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        hits->items = items;
+        hits->cap = cap;
+    }
+    hits->items[hits->len].pos = pos;
+    hits->items[hits->len].index = index;
+    hits->items[hits->len].hashed = 0;
+    hits->len++;
+    return 0;
+}
+
+static inline unsigned char
+lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* True when the anchor (lower-case) is at buf without regard to ASCII case. */
+static inline int
+anchor_at(const unsigned char *buf, const unsigned char *anchor, Py_ssize_t m)
+{
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (lower(buf[j]) != anchor[j]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Every occurrence of ``anchor`` (lower-case) in ``buf`` without regard to ASCII case, left to
+ * right and not overlapping: the hits ``buf.lower().split(anchor)`` splits at. */
+static int
+find_anchor(const unsigned char *buf, Py_ssize_t n, const unsigned char *anchor, Py_ssize_t m,
+            Py_ssize_t index, Hits *hits)
+{
+    if (m == 0 || m > n) {
+        return 0;
+    }
+    /* Search for the first byte that has no upper-case form (the "." of "vendor.com"), and each
+     * candidate is then compared whole. */
+    Py_ssize_t k = 0;
+    while (k < m && anchor[k] >= 'a' && anchor[k] <= 'z') {
+        k++;
+    }
+    Py_ssize_t from = 0;
+    if (k < m) {
+        unsigned char pivot = anchor[k];
+#if defined(__SSE2__)
+        if (m >= 2) {
+            /* Sixteen candidate starts at a time, filtered on two bytes: the pivot and its
+             * neighbour (case folded when it is a letter). A "." alone is common in a page;
+             * ".t" or ".c" far less, so few candidates reach the whole comparison. */
+            Py_ssize_t k2 = k + 1 < m ? k + 1 : k - 1;
+            unsigned char c2 = anchor[k2];
+            const __m128i v_pivot = _mm_set1_epi8((char)pivot);
+            const __m128i v_c2 = _mm_set1_epi8((char)c2);
+            const __m128i v_fold = _mm_set1_epi8((c2 >= 'a' && c2 <= 'z') ? 0x20 : 0);
+            Py_ssize_t reach = (k > k2 ? k : k2) + 16;
+            Py_ssize_t i = 0;
+            for (; i + reach <= n; i += 16) {
+                __m128i a = _mm_loadu_si128((const __m128i *)(buf + i + k));
+                __m128i b = _mm_loadu_si128((const __m128i *)(buf + i + k2));
+                unsigned int mask = (unsigned int)_mm_movemask_epi8(_mm_and_si128(
+                    _mm_cmpeq_epi8(a, v_pivot), _mm_cmpeq_epi8(_mm_or_si128(b, v_fold), v_c2)));
+                while (mask != 0) {
+                    Py_ssize_t c = i + __builtin_ctz(mask);
+                    mask &= mask - 1;
+                    if (c < from || c + m > n) {
+                        continue; /* inside the previous hit, or too near the end to be one */
+                    }
+                    if (anchor_at(buf + c, anchor, m)) {
+                        if (hits_push(hits, c, index) < 0) {
+                            return -1;
+                        }
+                        from = c + m;
+                    }
+                }
+            }
+            if (from < i) {
+                from = i; /* every start before i has been looked at */
+            }
+        }
+#endif
+        while (from + m <= n) {
+            const unsigned char *p = memchr(buf + from + k, pivot, (size_t)(n - m - from + 1));
+            if (p == NULL) {
+                break;
+            }
+            Py_ssize_t i = (p - buf) - k;
+            if (anchor_at(buf + i, anchor, m)) {
+                if (hits_push(hits, i, index) < 0) {
+                    return -1;
+                }
+                from = i + m;
+            }
+            else {
+                from = i + 1;
+            }
+        }
+        return 0;
+    }
+    /* Letters only ("localhost"): compare at every position where the first letter is. */
+    for (Py_ssize_t i = 0; i + m <= n;) {
+        if (anchor_at(buf + i, anchor, m)) {
+            if (hits_push(hits, i, index) < 0) {
+                return -1;
+            }
+            i += m;
+        }
+        else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+static int
+hit_order(const void *a, const void *b)
+{
+    Py_ssize_t x = ((const Hit *)a)->pos, y = ((const Hit *)b)->pos;
+    return (x > y) - (x < y);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* rewrite */
+
+typedef struct {
+    Py_ssize_t start;
+    Py_ssize_t end;
+    PyObject *repl; /* a new reference */
+} Edit;
+
+typedef struct {
+    const unsigned char *anchor;
+    Py_ssize_t m;
+    Py_ssize_t kl;
+    Py_ssize_t kr;
+    MemoObject *memo;
+    MemoObject *right;
+} Spec;
+
+#define MAX_SPECS 64
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+/* How many hits ahead the memo slot of a hit is fetched: a page's memo does not stay in the
+ * cache between responses, and waiting for each slot in turn is most of the cost of a hit. */
+#define AHEAD 8
+
+/* Hashes the memo key of a hit and asks for its slot; at half the distance, asks for the key
+ * object the slot points to.
+ *
+ * Which memo: a hit followed by ":", "%" or "." is decided on bytes after it (a port, a
+ * percent-encoded port, a longer host name), so only the right memo, keyed with more bytes
+ * after the anchor, can know it; any other hit only the first memo can. Looking in the other
+ * memo could only find nothing, and a miss is always safe: Python decides it. */
+static inline void
+hash_ahead(Hit *hit, const Spec *specs, const unsigned char *buf, Py_ssize_t n)
+{
+    const Spec *spec = &specs[hit->index];
+    Py_ssize_t i = hit->pos, kl = spec->kl, m = spec->m;
+    if (i < kl) {
+        return;
+    }
+    int c = i + m < n ? buf[i + m] : -1;
+    if (c == ':' || c == '%' || c == '.') {
+        if (i + m + spec->kr <= n) {
+            hit->hash = hash_key(buf + i - kl, kl + m + spec->kr);
+            hit->hashed = 2;
+            PREFETCH(&spec->right->slots[hit->hash & (uint64_t)spec->right->mask]);
+        }
+    }
+    else if (i + m + 1 <= n) {
+        hit->hash = hash_key(buf + i - kl, kl + m + 1);
+        hit->hashed = 1;
+        PREFETCH(&spec->memo->slots[hit->hash & (uint64_t)spec->memo->mask]);
+    }
+}
+
+static inline void
+key_ahead(const Hit *hit, const Spec *specs)
+{
+    if (hit->hashed) {
+        const MemoObject *memo = hit->hashed == 1 ? specs[hit->index].memo : specs[hit->index].right;
+        const Entry *e = &memo->slots[hit->hash & (uint64_t)memo->mask];
+        if (e->key != NULL && e->hash == hit->hash) {
+            PREFETCH(PyBytes_AS_STRING(e->key));
+        }
+    }
+}
+
+static PyObject *
+hostscan_rewrite(PyObject *module, PyObject *args)
+{
+    PyObject *buf_obj, *specs_obj, *miss;
+    Py_ssize_t base, limit;
+    if (!PyArg_ParseTuple(args, "SnnO!O:rewrite", &buf_obj, &base, &limit, &PyTuple_Type, &specs_obj, &miss)) {
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(buf_obj);
+    Py_ssize_t n = PyBytes_GET_SIZE(buf_obj);
+    if (base < 0 || base > n || limit > n || limit <= base) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= base < limit <= len(buf)");
+        return NULL;
+    }
+    Py_ssize_t nspecs = PyTuple_GET_SIZE(specs_obj);
+    if (nspecs > MAX_SPECS) {
+        PyErr_SetString(PyExc_ValueError, "too many anchors");
+        return NULL;
+    }
+    Spec specs[MAX_SPECS];
+    for (Py_ssize_t s = 0; s < nspecs; s++) {
+        PyObject *anchor, *memo, *right;
+        Py_ssize_t kl, kr;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs_obj, s), "SnO!O!n:spec", &anchor, &kl, &MemoType, &memo,
+                              &MemoType, &right, &kr)) {
+            return NULL;
+        }
+        if (kl < 0 || kr < 1) {
+            PyErr_SetString(PyExc_ValueError, "bad key lengths");
+            return NULL;
+        }
+        specs[s].anchor = (const unsigned char *)PyBytes_AS_STRING(anchor);
+        specs[s].m = PyBytes_GET_SIZE(anchor);
+        specs[s].kl = kl;
+        specs[s].kr = kr;
+        specs[s].memo = (MemoObject *)memo;
+        specs[s].right = (MemoObject *)right;
+    }
+
+    Hits hits = {NULL, 0, 0};
+    Edit *edits = NULL;
+    Py_ssize_t nedits = 0, capedits = 0;
+    PyObject *result = NULL;
+
+    for (Py_ssize_t s = 0; s < nspecs; s++) {
+        if (find_anchor(buf, n, specs[s].anchor, specs[s].m, s, &hits) < 0) {
+            goto done;
+        }
+    }
+    if (nspecs > 1) {
+        /* Anchors never contain one another (choose_anchors), so no two hits share a start. */
+        qsort(hits.items, (size_t)hits.len, sizeof(Hit), hit_order);
+    }
+
+    Py_ssize_t last = base;
+    for (Py_ssize_t h = 0; h < hits.len && h < AHEAD; h++) {
+        hash_ahead(&hits.items[h], specs, buf, n);
+    }
+    for (Py_ssize_t h = 0; h < hits.len; h++) {
+        if (h + AHEAD < hits.len) {
+            hash_ahead(&hits.items[h + AHEAD], specs, buf, n);
+        }
+        if (h + AHEAD / 2 < hits.len) {
+            key_ahead(&hits.items[h + AHEAD / 2], specs);
+        }
+        Py_ssize_t i = hits.items[h].pos;
+        if (i < base) {
+            continue; /* in the emitted context: an edit there would start before base */
+        }
+        Spec *spec = &specs[hits.items[h].index];
+        Py_ssize_t kl = spec->kl, m = spec->m;
+        Py_ssize_t rel_start, rel_end;
+        PyObject *repl;
+        Entry *known = NULL;
+        if (hits.items[h].hashed == 1) {
+            known = memo_find(spec->memo, buf + i - kl, kl + m + 1, hits.items[h].hash);
+        }
+        else if (hits.items[h].hashed == 2) {
+            known = memo_find(spec->right, buf + i - kl, kl + m + spec->kr, hits.items[h].hash);
+        }
+        if (known != NULL) {
+            rel_start = known->rel_start;
+            rel_end = known->rel_end;
+            repl = known->repl;
+            if (repl == NULL) {
+                continue;
+            }
+            Py_INCREF(repl);
+        }
+        else {
+            /* The memo does not know these bytes: Python decides (and remembers). */
+            PyObject *decided = PyObject_CallFunction(miss, "nn", i, hits.items[h].index);
+            if (decided == NULL) {
+                goto done;
+            }
+            if (decided == Py_None) {
+                Py_DECREF(decided); /* needs bytes not received yet: left for the next call */
+                continue;
+            }
+            if (edit_parts(decided, &rel_start, &rel_end, &repl) < 0) {
+                Py_DECREF(decided);
+                goto done;
+            }
+            Py_XINCREF(repl);
+            Py_DECREF(decided);
+            if (repl == NULL) {
+                continue;
+            }
+        }
+        Py_ssize_t start = i + rel_start, end = i + rel_end;
+        if (start < last) {
+            Py_DECREF(repl); /* SECURITY: never two edits over the same bytes, nor one over sent bytes */
+            continue;
+        }
+        if (start >= limit) {
+            Py_DECREF(repl);
+            break;
+        }
+        if (end < start || end > n) {
+            Py_DECREF(repl);
+            PyErr_SetString(PyExc_ValueError, "an edit ends outside the buffer");
+            goto done;
+        }
+        if (nedits == capedits) {
+            Py_ssize_t cap = capedits ? capedits * 2 : 64;
+            Edit *grown = PyMem_Realloc(edits, (size_t)cap * sizeof(Edit));
+            if (grown == NULL) {
+                Py_DECREF(repl);
+                PyErr_NoMemory();
+                goto done;
+            }
+            edits = grown;
+            capedits = cap;
+        }
+        edits[nedits].start = start;
+        edits[nedits].end = end;
+        edits[nedits].repl = repl;
+        nedits++;
+        last = end;
+    }
+
+    {
+        Py_ssize_t cut = last > limit ? last : limit;
+        Py_ssize_t size = cut - base;
+        for (Py_ssize_t e = 0; e < nedits; e++) {
+            size += PyBytes_GET_SIZE(edits[e].repl) - (edits[e].end - edits[e].start);
+        }
+        PyObject *out;
+        if (nedits == 0 && base == 0 && cut == n) {
+            out = Py_NewRef(buf_obj);
+        }
+        else {
+            out = PyBytes_FromStringAndSize(NULL, size);
+            if (out == NULL) {
+                goto done;
+            }
+            char *w = PyBytes_AS_STRING(out);
+            Py_ssize_t at = base;
+            for (Py_ssize_t e = 0; e < nedits; e++) {
+                memcpy(w, buf + at, (size_t)(edits[e].start - at));
+                w += edits[e].start - at;
+                Py_ssize_t rl = PyBytes_GET_SIZE(edits[e].repl);
+                memcpy(w, PyBytes_AS_STRING(edits[e].repl), (size_t)rl);
+                w += rl;
+                at = edits[e].end;
+            }
+            memcpy(w, buf + at, (size_t)(cut - at));
+        }
+        result = Py_BuildValue("(Nn)", out, cut);
+    }
+
+done:
+    for (Py_ssize_t e = 0; e < nedits; e++) {
+        Py_DECREF(edits[e].repl);
+    }
+    PyMem_Free(edits);
+    PyMem_Free(hits.items);
+    return result;
+}
+
+static PyMethodDef hostscan_methods[] = {
+    {"rewrite", hostscan_rewrite, METH_VARARGS,
+     "rewrite(buf, base, limit, specs, miss) -> (bytes, cut): see hosts.Matcher.rewrite."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+hostscan_exec(PyObject *module)
+{
+    /* Seed the memo hash from the OS's random source (see MAX_PROBE). */
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        return -1;
+    }
+    PyObject *raw = PyObject_CallMethod(os, "urandom", "i", 8);
+    Py_DECREF(os);
+    if (raw == NULL) {
+        return -1;
+    }
+    if (PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) == 8) {
+        memcpy(&hash_seed, PyBytes_AS_STRING(raw), 8);
+    }
+    Py_DECREF(raw);
+    if (PyType_Ready(&MemoType) < 0) {
+        return -1;
+    }
+    Py_INCREF(&MemoType);
+    if (PyModule_AddObject(module, "Memo", (PyObject *)&MemoType) < 0) {
+        Py_DECREF(&MemoType);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot hostscan_slots[] = {
+    {Py_mod_exec, hostscan_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef hostscan_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "proxy.rewrite._hostscan",
+    .m_doc = "The compiled hot loop of host rewriting; see hosts.py.",
+    .m_size = 0,
+    .m_methods = hostscan_methods,
+    .m_slots = hostscan_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__hostscan(void)
+{
+    return PyModuleDef_Init(&hostscan_module);
+}
