@@ -22,6 +22,11 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+static int have_avx2 = 0; /* set at import from the CPU's feature bits */
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Memo */
@@ -414,6 +419,81 @@ anchor_at(const unsigned char *buf, const unsigned char *anchor, Py_ssize_t m)
     return 1;
 }
 
+#if defined(__SSE2__)
+typedef struct {
+    const unsigned char *anchor;
+    Py_ssize_t m, k, k2; /* length; the positions of the two bytes compared sixteen at a time */
+    Py_ssize_t index;
+    Hits *hits;
+    Py_ssize_t from; /* no hit starts before this (hits do not overlap) */
+} Search;
+
+/* The candidates of one block (bit j of mask: a start at i + j); -1 on error. */
+static inline int
+take(Search *s, const unsigned char *buf, Py_ssize_t n, Py_ssize_t i, unsigned int mask)
+{
+    while (mask != 0) {
+        Py_ssize_t c = i + __builtin_ctz(mask);
+        mask &= mask - 1;
+        if (c < s->from || c + s->m > n) {
+            continue; /* inside the previous hit, or too near the end to be one */
+        }
+        if (anchor_at(buf + c, s->anchor, s->m)) {
+            if (hits_push(s->hits, c, s->index) < 0) {
+                return -1;
+            }
+            s->from = c + s->m;
+        }
+    }
+    return 0;
+}
+
+/* Both scans return the first start not looked at yet, or -1 on error. */
+static Py_ssize_t
+scan_sse2(Search *s, const unsigned char *buf, Py_ssize_t n)
+{
+    unsigned char c2 = s->anchor[s->k2];
+    const __m128i v_pivot = _mm_set1_epi8((char)s->anchor[s->k]);
+    const __m128i v_c2 = _mm_set1_epi8((char)c2);
+    const __m128i v_fold = _mm_set1_epi8((c2 >= 'a' && c2 <= 'z') ? 0x20 : 0);
+    Py_ssize_t reach = (s->k > s->k2 ? s->k : s->k2) + 16;
+    Py_ssize_t i = 0;
+    for (; i + reach <= n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(buf + i + s->k));
+        __m128i b = _mm_loadu_si128((const __m128i *)(buf + i + s->k2));
+        unsigned int mask = (unsigned int)_mm_movemask_epi8(
+            _mm_and_si128(_mm_cmpeq_epi8(a, v_pivot), _mm_cmpeq_epi8(_mm_or_si128(b, v_fold), v_c2)));
+        if (mask != 0 && take(s, buf, n, i, mask) < 0) {
+            return -1;
+        }
+    }
+    return i;
+}
+
+#if defined(HAVE_AVX2_PATH)
+__attribute__((target("avx2"))) static Py_ssize_t
+scan_avx2(Search *s, const unsigned char *buf, Py_ssize_t n)
+{
+    unsigned char c2 = s->anchor[s->k2];
+    const __m256i v_pivot = _mm256_set1_epi8((char)s->anchor[s->k]);
+    const __m256i v_c2 = _mm256_set1_epi8((char)c2);
+    const __m256i v_fold = _mm256_set1_epi8((c2 >= 'a' && c2 <= 'z') ? 0x20 : 0);
+    Py_ssize_t reach = (s->k > s->k2 ? s->k : s->k2) + 32;
+    Py_ssize_t i = 0;
+    for (; i + reach <= n; i += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(buf + i + s->k));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(buf + i + s->k2));
+        unsigned int mask = (unsigned int)_mm256_movemask_epi8(_mm256_and_si256(
+            _mm256_cmpeq_epi8(a, v_pivot), _mm256_cmpeq_epi8(_mm256_or_si256(b, v_fold), v_c2)));
+        if (mask != 0 && take(s, buf, n, i, mask) < 0) {
+            return -1;
+        }
+    }
+    return i;
+}
+#endif
+#endif
+
 /* Every occurrence of ``anchor`` (lower-case) in ``buf`` without regard to ASCII case, left to
  * right and not overlapping: the hits ``buf.lower().split(anchor)`` splits at. */
 static int
@@ -434,38 +514,20 @@ find_anchor(const unsigned char *buf, Py_ssize_t n, const unsigned char *anchor,
         unsigned char pivot = anchor[k];
 #if defined(__SSE2__)
         if (m >= 2) {
-            /* Sixteen candidate starts at a time, filtered on two bytes: the pivot and its
-             * neighbour (case folded when it is a letter). A "." alone is common in a page;
+            /* Sixteen (or 32) candidate starts at a time, filtered on two bytes: the pivot and
+             * its neighbour (case folded when it is a letter). A "." alone is common in a page;
              * ".t" or ".c" far less, so few candidates reach the whole comparison. */
-            Py_ssize_t k2 = k + 1 < m ? k + 1 : k - 1;
-            unsigned char c2 = anchor[k2];
-            const __m128i v_pivot = _mm_set1_epi8((char)pivot);
-            const __m128i v_c2 = _mm_set1_epi8((char)c2);
-            const __m128i v_fold = _mm_set1_epi8((c2 >= 'a' && c2 <= 'z') ? 0x20 : 0);
-            Py_ssize_t reach = (k > k2 ? k : k2) + 16;
-            Py_ssize_t i = 0;
-            for (; i + reach <= n; i += 16) {
-                __m128i a = _mm_loadu_si128((const __m128i *)(buf + i + k));
-                __m128i b = _mm_loadu_si128((const __m128i *)(buf + i + k2));
-                unsigned int mask = (unsigned int)_mm_movemask_epi8(_mm_and_si128(
-                    _mm_cmpeq_epi8(a, v_pivot), _mm_cmpeq_epi8(_mm_or_si128(b, v_fold), v_c2)));
-                while (mask != 0) {
-                    Py_ssize_t c = i + __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    if (c < from || c + m > n) {
-                        continue; /* inside the previous hit, or too near the end to be one */
-                    }
-                    if (anchor_at(buf + c, anchor, m)) {
-                        if (hits_push(hits, c, index) < 0) {
-                            return -1;
-                        }
-                        from = c + m;
-                    }
-                }
+            Search search = {anchor, m, k, k + 1 < m ? k + 1 : k - 1, index, hits, 0};
+            Py_ssize_t i;
+#if defined(HAVE_AVX2_PATH)
+            i = have_avx2 ? scan_avx2(&search, buf, n) : scan_sse2(&search, buf, n);
+#else
+            i = scan_sse2(&search, buf, n);
+#endif
+            if (i < 0) {
+                return -1;
             }
-            if (from < i) {
-                from = i; /* every start before i has been looked at */
-            }
+            from = search.from > i ? search.from : i; /* every start before i has been looked at */
         }
 #endif
         while (from + m <= n) {
@@ -782,6 +844,10 @@ hostscan_exec(PyObject *module)
         memcpy(&hash_seed, PyBytes_AS_STRING(raw), 8);
     }
     Py_DECREF(raw);
+#if defined(HAVE_AVX2_PATH)
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
     if (PyType_Ready(&MemoType) < 0) {
         return -1;
     }
