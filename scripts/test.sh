@@ -56,3 +56,5 @@ echo "== pytest, rewriting in pure Python (LIBPROXY_PURE_PYTHON=1)"
 LIBPROXY_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
   tests/test_rewrite_hosts.py tests/test_rewrite_body.py tests/test_rewrite_headers.py \
   tests/test_rewrite_through_proxy.py
+echo "== the compiled loop under AddressSanitizer and UBSan"
+bash scripts/sanitize.sh

@@ -295,3 +295,16 @@ def test_memo_gives_the_same_answer_as_a_cold_matcher(doc, seed):
     cold = make_table().to_proxy("https").rewrite_all(doc.encode())
     assert FWD.rewrite_all(doc.encode()) == cold
     assert FWD.rewrite_all(doc.encode()) == cold  # and again, now from the memo
+
+
+def test_a_decision_at_the_end_of_a_body_is_not_reused_for_longer_text():
+    # "...vendor.test%" at the very end of a body was decided without seeing what follows the
+    # "%"; memoising that decision made a later "%3A8443" port (a different origin) be ignored.
+    pad = b"see the link in this paragraph: "  # the same 48 bytes of context before the anchor
+    first = pad + b"https%3A%2F%2Fwww.vendor.test%"
+    second = pad + b"https%3A%2F%2Fwww.vendor.test%3A8443%2Fpath"
+    expected = make_table().to_proxy("https").rewrite_all(second)  # a cold matcher
+    assert expected == second  # port 8443 is not configured for www.vendor.test: left alone
+    warm = make_table().to_proxy("https")
+    warm.rewrite_all(first)
+    assert warm.rewrite_all(second) == expected

@@ -589,6 +589,7 @@ typedef struct {
 } Spec;
 
 #define MAX_SPECS 64
+#define MAX_KEY_PART 4096 /* kl and kr: far more than any memo key needs, and no overflow */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
@@ -664,11 +665,15 @@ hostscan_rewrite(PyObject *module, PyObject *args)
     for (Py_ssize_t s = 0; s < nspecs; s++) {
         PyObject *anchor, *memo, *right;
         Py_ssize_t kl, kr;
+        if (!PyTuple_Check(PyTuple_GET_ITEM(specs_obj, s))) {
+            PyErr_SetString(PyExc_TypeError, "each spec is a tuple (anchor, kl, memo, memo_right, kr)");
+            return NULL;
+        }
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs_obj, s), "SnO!O!n:spec", &anchor, &kl, &MemoType, &memo,
                               &MemoType, &right, &kr)) {
             return NULL;
         }
-        if (kl < 0 || kr < 1) {
+        if (kl < 0 || kr < 1 || kl > MAX_KEY_PART || kr > MAX_KEY_PART) {
             PyErr_SetString(PyExc_ValueError, "bad key lengths");
             return NULL;
         }
@@ -690,7 +695,7 @@ hostscan_rewrite(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    if (nspecs > 1) {
+    if (nspecs > 1 && hits.len > 1) {
         /* Anchors never contain one another (choose_anchors), so no two hits share a start. */
         qsort(hits.items, (size_t)hits.len, sizeof(Hit), hit_order);
     }
@@ -750,7 +755,9 @@ hostscan_rewrite(PyObject *module, PyObject *args)
                 continue;
             }
         }
-        Py_ssize_t start = i + rel_start, end = i + rel_end;
+        /* Offsets come from Python: clamp before adding, so no sum can overflow. */
+        Py_ssize_t start = rel_start > n - i ? n + 1 : rel_start < -i ? -1 : i + rel_start;
+        Py_ssize_t end = rel_end > n - i ? n + 1 : rel_end < -i ? -1 : i + rel_end;
         if (start < last) {
             Py_DECREF(repl); /* SECURITY: never two edits over the same bytes, nor one over sent bytes */
             continue;
@@ -840,8 +847,12 @@ hostscan_exec(PyObject *module)
     if (raw == NULL) {
         return -1;
     }
-    if (PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) == 8) {
+    /* Once per process: a second instance of the module (a subinterpreter) must not change
+     * the seed under the memos that already exist. */
+    static int seeded = 0;
+    if (!seeded && PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) == 8) {
         memcpy(&hash_seed, PyBytes_AS_STRING(raw), 8);
+        seeded = 1;
     }
     Py_DECREF(raw);
 #if defined(HAVE_AVX2_PATH)

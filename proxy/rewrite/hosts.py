@@ -680,7 +680,7 @@ class Matcher:
                     ds, port_kind = e + 5, "pct2"
                 elif e + 5 > n and not final:
                     return None
-                hi = max(hi, min(n, e + 5))
+                hi = max(hi, e + 5)  # past n: the decision depended on where the buffer ends
             if ds >= 0:
                 digits = _DIGITS.match(low, ds)
                 if digits is None:
