@@ -50,17 +50,22 @@ hash_key(const unsigned char *p, Py_ssize_t len)
 {
     const uint64_t k = 0x9e3779b97f4a7c15ULL;
     uint64_t h = hash_seed ^ ((uint64_t)len * k);
+    uint64_t w;
     Py_ssize_t i = 0;
     for (; i + 8 <= len; i += 8) {
-        uint64_t w;
         memcpy(&w, p + i, 8);
         h = rotl64((h ^ w) * k, 31) * 0xbf58476d1ce4e5b9ULL;
     }
-    uint64_t w = 0;
-    for (Py_ssize_t j = 0; i < len; i++, j++) {
-        w |= (uint64_t)p[i] << (8 * j);
+    if (i < len) {
+        if (len >= 8) {
+            memcpy(&w, p + len - 8, 8); /* the last 8 bytes, overlapping: the length is in h */
+        }
+        else {
+            w = 0;
+            memcpy(&w, p, (size_t)len);
+        }
+        h = rotl64((h ^ w) * k, 31) * 0xbf58476d1ce4e5b9ULL;
     }
-    h = (h ^ w) * k;
     h ^= h >> 32;
     h *= 0x94d049bb133111ebULL;
     h ^= h >> 29;

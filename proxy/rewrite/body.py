@@ -30,6 +30,7 @@ not rewritten (``is_rewritable`` says so): the CSP the proxy adds is then the on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -175,7 +176,10 @@ class BodyRewriter:
 
 def rewrite_body(matcher: Matcher, data: bytes, rules: Sequence[FindReplace] = ()) -> bytes:
     """Rewrite a complete body at once (same result as streaming it)."""
-    return BodyRewriter(matcher, rules).finish(data)
+    if rules or not data:
+        return BodyRewriter(matcher, rules).finish(data)
+    out, _ = matcher.rewrite(data, 0, True, True)  # what the stages do for one final buffer
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +201,9 @@ _NEVER_REWRITTEN: Final = frozenset({"text/event-stream"})
 _WIDE_CHARSETS: Final = ("utf-16", "utf-32", "ucs-2", "ucs-4", "utf16", "utf32")
 
 
+# Both are pure functions of a header value; a vendor sends a handful of distinct ones. The cache
+# is bounded, so odd values cannot grow it.
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str | None) -> tuple[str, str | None]:
     """(lower-case type/subtype, lower-case charset or None) of a Content-Type value."""
     if not content_type:
@@ -211,6 +218,7 @@ def media_type(content_type: str | None) -> tuple[str, str | None]:
     return mtype, charset
 
 
+@functools.lru_cache(maxsize=256)
 def is_rewritable(content_type: str | None) -> bool:
     """True for bodies whose host names are rewritten; False means pass the bytes through.
 
