@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import resource
 import zlib
@@ -64,6 +65,17 @@ def vendor_app(port: int) -> web.Application:
         if path == "/nested":
             return web.Response(text="<div>" * 200_000 + f"<a href='{www}/deep'>deep</a>" + "</div>" * 200_000,
                                 content_type="text/html")
+        if path == "/trickle":
+            # A page in pieces with pauses, as over a slow link; a mention straddles each cut.
+            text = (f"<p>{www}/t</p>" * 4000).encode()
+            response = web.StreamResponse(headers={"Content-Type": "text/html"})
+            response.content_length = len(text)
+            await response.prepare(request)
+            for pos in range(0, len(text), 10_007):
+                await response.write(text[pos : pos + 10_007])
+                await asyncio.sleep(0.01)
+            await response.write_eof()
+            return response
         if path == "/a.svg":
             return web.Response(text=f"<svg xmlns='http://www.w3.org/2000/svg'><image href='{www}/p.png'/></svg>",
                                 content_type="image/svg+xml")
@@ -162,6 +174,17 @@ async def test_huge_single_line_script_and_deep_nesting(running: tuple[RunningPr
         script.body.count(f"http://{host}/x".encode()) >= BIG_SCRIPT // 40 - 2
     nested = await b.get(f"http://{host}/nested", follow=False, headers={"Accept-Encoding": "identity"})
     assert nested.text.count("<div>") == 200_000 and f"href='http://{host}/deep'" in nested.text
+    await b.close()
+
+
+async def test_a_page_that_arrives_in_pieces_is_streamed(running: tuple[RunningProxy, int, web.Application]) -> None:
+    # The first piece is rewritten and sent before the rest has arrived: chunked, no length.
+    proxy, port, _ = running
+    b, host = await _browser(proxy, port)
+    reply = await b.get(f"http://{host}/trickle", follow=False, headers={"Accept-Encoding": "identity"})
+    assert reply.status == 200
+    assert reply.header("Content-Length") is None and reply.header("Transfer-Encoding") == "chunked"
+    assert reply.body == f"<p>http://{host}/t</p>".encode() * 4000
     await b.close()
 
 
