@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
 import resource
 import zlib
 from collections.abc import AsyncIterator
@@ -27,6 +28,13 @@ def _bomb() -> bytes:
         zeros = b"\0" * (1024 * 1024)
         _BOMB.append(b"".join(packer.compress(zeros) for _ in range(200)) + packer.flush())
     return _BOMB[0]
+
+
+def _large_text(www: str) -> bytes:
+    """About 1.5 MB that gzip cannot shrink much (random words), full of links."""
+    rng = random.Random(5)
+    return "".join(f"<p>{rng.getrandbits(64):016x} <a href='{www}/{n}'>{n}</a></p>"
+                   for n in range(25_000)).encode()
 
 
 def vendor_app(port: int) -> web.Application:
@@ -65,6 +73,10 @@ def vendor_app(port: int) -> web.Application:
         if path == "/nested":
             return web.Response(text="<div>" * 200_000 + f"<a href='{www}/deep'>deep</a>" + "</div>" * 200_000,
                                 content_type="text/html")
+        if path == "/gzip-large":
+            # More than SMALL_BODY of gzip in one response: decoded in pieces, streamed.
+            return web.Response(body=gzip.compress(_large_text(www)), content_type="text/html",
+                                headers={"Content-Encoding": "gzip"})
         if path == "/trickle":
             # A page in pieces with pauses, as over a slow link; a mention straddles each cut.
             text = (f"<p>{www}/t</p>" * 4000).encode()
@@ -174,6 +186,17 @@ async def test_huge_single_line_script_and_deep_nesting(running: tuple[RunningPr
         script.body.count(f"http://{host}/x".encode()) >= BIG_SCRIPT // 40 - 2
     nested = await b.get(f"http://{host}/nested", follow=False, headers={"Accept-Encoding": "identity"})
     assert nested.text.count("<div>") == 200_000 and f"href='http://{host}/deep'" in nested.text
+    await b.close()
+
+
+async def test_a_large_compressed_page_is_decoded_in_pieces(
+        running: tuple[RunningProxy, int, web.Application]) -> None:
+    proxy, port, _ = running
+    b, host = await _browser(proxy, port)
+    for accept in ("identity", "gzip"):
+        reply = await b.get(f"http://{host}/gzip-large", follow=False, headers={"Accept-Encoding": accept})
+        assert reply.status == 200 and reply.header("Content-Length") is None  # streamed
+        assert reply.body == _large_text(f"http://{host}")
     await b.close()
 
 

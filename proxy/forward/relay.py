@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiohttp
 from aiohttp import web
@@ -228,30 +228,53 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
             first = b""
         except (TimeoutError, aiohttp.ClientError):
             raise VendorUnreachable(vendor.id) from None
-    if small or upstream.content.at_eof():
+    compressed = vendor_coding != "identity"
+    if small or (upstream.content.at_eof() and (not compressed or len(first) <= SMALL_BODY)):
         # All of the body is here before the headers are due (a small body, or a page that came
         # in one read): rewrite it whole and send it in one piece with a truthful
         # Content-Length. Decoding errors and bombs raise here, before anything is sent: a
-        # clean 502 page.
+        # clean 502 page. (A larger compressed body is decoded piece by piece below instead:
+        # decoded whole, it could take up to the ratio cap times its size in memory at once.)
         text = rewrite_body(matcher, decoder.decompress(first) + decoder.flush(), rules)
         body = encoder.compress(text) + encoder.finish()
         return await _send_whole(request, upstream, out, body, on_response), len(first)
     assert chunks is not None  # set whenever the body is not small
     received = len(first)
     rewriter = BodyRewriter(matcher, rules=rules)
-    pending = encoder.compress(rewriter.feed(decoder.decompress(first)))
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        # SECURITY: compressed input goes to the decoder in pieces of at most SMALL_BODY, so
+        # what one step holds decoded is bounded by the ratio cap times that, however large
+        # the chunk that arrived.
+        if not compressed or len(data) <= SMALL_BODY:
+            yield data
+        else:
+            for pos in range(0, len(data), SMALL_BODY):
+                yield data[pos : pos + SMALL_BODY]
+
+    def step(data: bytes) -> bytes:
+        return encoder.compress(rewriter.feed(decoder.decompress(data)))
+
+    rest_of_first = pieces(first)
+    pending = step(next(rest_of_first, b""))
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
     if on_response is not None:
         on_response(response)
     await response.prepare(request)
+
+    async def send(data: Iterator[bytes]) -> None:
+        for piece in data:
+            out_piece = step(piece)
+            if out_piece:
+                await response.write(out_piece)
+
     try:
         if pending:
             await response.write(pending)
+        await send(rest_of_first)
         async for chunk in chunks:
             received += len(chunk)
-            piece = encoder.compress(rewriter.feed(decoder.decompress(chunk)))
-            if piece:
-                await response.write(piece)
+            await send(pieces(chunk))
         tail = rewriter.feed(decoder.flush()) + rewriter.flush()
         await response.write(encoder.compress(tail) + encoder.finish())
     except (TimeoutError, aiohttp.ClientError, UpstreamError) as exc:
