@@ -32,7 +32,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_proxy import HOST, cpu_seconds, free_port, sign_in, start, wait_port
+from bench_proxy import HOST, cpu_seconds, free_port, rss_now_kib, rss_peak_kib, sign_in, start, wait_port
 from bench_rewrite import page
 
 PAGES = 8
@@ -174,6 +174,7 @@ rewrite = false
             runs: dict[str, list[tuple[float, float, float]]] = {"untouched": [], "rewritten": []}
             for host, cookie in ((host_u, cookie_u), (host_r, cookie_r)):
                 asyncio.run(load(proxy_port, host, cookie, 1.0, args.concurrency))  # warm up
+            rss_warm = rss_now_kib(proxy.pid)
             for _ in range(args.rounds):
                 for name, host, cookie in (("untouched", host_u, cookie_u), ("rewritten", host_r, cookie_r)):
                     c0 = cpu_seconds(proxy.pid)
@@ -181,6 +182,7 @@ rewrite = false
                     pps, mbs = asyncio.run(load(proxy_port, host, cookie, args.seconds, args.concurrency))
                     pages = pps * (time.perf_counter() - t0)
                     runs[name].append((pps, mbs, (cpu_seconds(proxy.pid) - c0) / pages * 1e3))
+            rss_peak = rss_peak_kib(proxy.pid)
         finally:
             for p in procs:
                 p.terminate()
@@ -205,6 +207,8 @@ rewrite = false
     print(f"{'pages/s':24}{med('untouched', 0):11.1f}{med('rewritten', 0):11.1f}{paired(0)}")
     print(f"{'MB/s':24}{med('untouched', 1):11.1f}{med('rewritten', 1):11.1f}{paired(1)}")
     print(f"{'proxy CPU ms per page':24}{med('untouched', 2):11.2f}{med('rewritten', 2):11.2f}{paired(2, True)}")
+    print(f"proxy memory: {rss_warm / 1024:.1f} MiB after the warm-up, peak {rss_peak / 1024:.1f} MiB "
+          f"over all rounds")
 
 
 if __name__ == "__main__":
