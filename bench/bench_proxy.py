@@ -134,7 +134,9 @@ async def stream(port: int, host: str, cookie: str | None, size: int) -> float:
     return size / elapsed / 1e6
 
 
-def write_config(tmp: Path, proxy_port: int, vendor_port: int) -> Path:
+def write_config(tmp: Path, proxy_port: int, rest: str) -> Path:
+    """A proxy configuration on ``proxy_port`` with one signed-up patron (card 1000, PIN 1111,
+    group wolcott) and no staff listener; ``rest`` adds sections (vendors, upstream hosts)."""
     sys.path.insert(0, str(ROOT))
     from proxy.patrons.hashing import hash_pin
     from proxy.patrons.local import add_patron
@@ -150,12 +152,7 @@ state_dir = "{tmp / 'state'}"
 file = "{tmp / 'patrons.toml'}"
 [admin]
 listen = ""
-[[vendor]]
-id = "bench"
-start = "http://127.0.0.1:{vendor_port}/small"
-hosts = ["http://127.0.0.1:{vendor_port}"]
-groups = ["wolcott"]
-""")
+{rest}""")
     return path
 
 
@@ -172,7 +169,13 @@ def main() -> None:
         vendor_port, proxy_port, base_port = free_port(), free_port(), free_port()
         procs = [start(["bench/servers.py", "vendor", str(vendor_port)])]
         wait_port(vendor_port)
-        config = write_config(tmp, proxy_port, vendor_port)
+        config = write_config(tmp, proxy_port, f"""
+[[vendor]]
+id = "bench"
+start = "http://127.0.0.1:{vendor_port}/small"
+hosts = ["http://127.0.0.1:{vendor_port}"]
+groups = ["wolcott"]
+""")
         proxy = start(["-m", "proxy", "--log-level", "WARNING", "serve", "--config", str(config)])
         baseline = start(["bench/servers.py", "passthrough", str(base_port), str(vendor_port)])
         procs += [proxy, baseline]

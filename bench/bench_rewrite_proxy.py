@@ -32,7 +32,17 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_proxy import HOST, cpu_seconds, free_port, rss_now_kib, rss_peak_kib, sign_in, start, wait_port
+from bench_proxy import (
+    HOST,
+    cpu_seconds,
+    free_port,
+    rss_now_kib,
+    rss_peak_kib,
+    sign_in,
+    start,
+    wait_port,
+    write_config,
+)
 from bench_rewrite import page
 
 PAGES = 8
@@ -121,8 +131,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--trickle", action="store_true", help="the vendor sends pages in paced pieces")
     args = parser.parse_args()
-    from proxy.patrons.hashing import hash_pin
-    from proxy.patrons.local import add_patron
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -130,19 +138,10 @@ def main() -> None:
         for n, body in enumerate(pages_for(vport)):
             (tmp / f"page-{n}.html").write_bytes(body)
         (tmp / "vendor.py").write_text(VENDOR_SCRIPT)
-        add_patron(tmp / "patrons.toml", "1000", hash_pin("1111", n_log2=10), ["wolcott"], "wolcott")
 
         suffix = "" if vport == 80 else f":{vport}"
         label = "h" if vport == 80 else f"h{vport}"
-        (tmp / "bench.toml").write_text(f"""
-[proxy]
-listen = "127.0.0.1:{proxy_port}"
-host = "{HOST}"
-state_dir = "{tmp / 'state'}"
-[patrons]
-file = "{tmp / 'patrons.toml'}"
-[admin]
-listen = ""
+        config = write_config(tmp, proxy_port, f"""
 [upstream.hosts]
 "www.vendor.test" = "127.0.0.1"
 "cdn.vendor.test" = "127.0.0.1"
@@ -163,7 +162,7 @@ rewrite = false
 """)
         procs = [start([str(tmp / "vendor.py"), str(vport), str(tmp), "trickle" if args.trickle else "whole"])]
         wait_port(vport)
-        proxy = start(["-m", "proxy", "--log-level", "WARNING", "serve", "--config", str(tmp / "bench.toml")])
+        proxy = start(["-m", "proxy", "--log-level", "WARNING", "serve", "--config", str(config)])
         procs.append(proxy)
         try:
             wait_port(proxy_port)

@@ -190,12 +190,12 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
     matcher = svc.rewrite.to_proxy(origin.scheme)
     vendor_coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     small = length is not None and length <= SMALL_BODY
+    rules = _rules(svc, vendor)
     if vendor_coding == "identity" and small:
         # The commonest case (small API answers, scripts, pages' fragments), in one call. The
         # vendor did not think it worth compressing, and neither is it for us: encoding a small
         # body costs more CPU than the bytes it saves on the way to the browser.
         body = await _read(upstream, vendor)
-        rules = _rules(svc, vendor)
         if not rules and not matcher.accelerated and not _mentions_a_host(svc, body):
             # Nothing to rewrite (most small answers of an API): a quick test that spares the
             # pure-Python loop its passes. The compiled loop is quicker than the test.
@@ -205,7 +205,6 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
         return await _send_whole(request, upstream, out, body_out, on_response), len(body)
 
     decoder = make_decoder(vendor_coding, max_size=svc.config.upstream.max_body)
-    rules = _rules(svc, vendor)
     coding = choose_encoding(request.headers.get("Accept-Encoding"))
     out.popall("Content-Encoding", None)
     if coding != "identity":

@@ -867,6 +867,9 @@ hostscan_exec(PyObject *module)
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
 #endif
+    if (PyModule_AddIntConstant(module, "MAX_ANCHORS", MAX_SPECS) < 0) {
+        return -1;
+    }
     if (PyType_Ready(&MemoType) < 0) {
         return -1;
     }

@@ -3,6 +3,8 @@ from collections.abc import Callable
 
 _Edit = tuple[int, int, bytes | None]
 
+MAX_ANCHORS: int  # the most anchors rewrite() takes
+
 class Memo:
     def __init__(self) -> None: ...
     def get(self, key: bytes, default: _Edit | None = None, /) -> _Edit | None: ...

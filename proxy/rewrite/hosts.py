@@ -332,7 +332,7 @@ class Matcher:
         # The compiled loop (_hostscan.c) finds the hits and applies what the memos know; every
         # other hit still comes to _miss here, so both loops make the same decisions.
         self.accelerated = ACCELERATED if accelerated is None else accelerated
-        if self.accelerated and (_hostscan is None or len(anchors) > 64):
+        if self.accelerated and (_hostscan is None or len(anchors) > _hostscan.MAX_ANCHORS):
             self.accelerated = False
         new_memo: Callable[[], MemoTable] = _hostscan.Memo if self.accelerated else dict
         # Decisions by the bytes around a hit (per anchor, so keys of one length only ever
@@ -345,8 +345,10 @@ class Matcher:
         self._seen = dict.fromkeys(anchors, 0)  # hits per anchor so far: the busiest runs inline
         self._replacements: dict[tuple[str, str | None, str, bytes], bytes] = {}
         # With few anchors, each is searched case-insensitively in the buffer itself (see
-        # _searcher), which saves lower-casing every buffer; None: lower-case and split.
-        searchers = [_searcher(a) for a in anchors] if len(anchors) <= MAX_REGEX_ANCHORS else []
+        # _searcher), which saves lower-casing every buffer; None: lower-case and split. (Only
+        # the pure-Python loop searches; the compiled one finds the anchors itself.)
+        few = len(anchors) <= MAX_REGEX_ANCHORS and not self.accelerated
+        searchers = [_searcher(a) for a in anchors] if few else []
         self._searchers: tuple[tuple[bytes, re.Pattern[bytes], int], ...] | None = (
             tuple((a, s[0], s[1]) for a, s in zip(anchors, searchers, strict=True) if s is not None)
             if searchers and all(s is not None for s in searchers) else None

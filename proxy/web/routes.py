@@ -93,6 +93,18 @@ def resolve_target(svc: context.Services, url: str) -> tuple[ParsedURL, Vendor]:
     return parsed, vendor
 
 
+def _login_target(svc: context.Services, url: str | None
+                  ) -> tuple[ParsedURL, Vendor] | tuple[None, None] | None:
+    """A sign-in's ``url``: its target, (None, None) when there is none, None when it names no
+    configured vendor (the caller answers with the "not configured" page)."""
+    if not url:
+        return None, None
+    try:
+        return resolve_target(svc, url)
+    except BadInput:
+        return None
+
+
 def not_configured(svc: context.Services) -> web.Response:
     return svc.pages.message(
         404, "This database is not available through the library",
@@ -191,12 +203,10 @@ async def _read_form(request: web.Request) -> Mapping[str, object]:
 async def login_page(request: web.Request) -> web.StreamResponse:
     svc = context.services(request)
     url = _single_param(request, "url")
-    parsed, vendor = (None, None)
-    if url:
-        try:
-            parsed, vendor = resolve_target(svc, url)
-        except BadInput:
-            return not_configured(svc)
+    target = _login_target(svc, url)
+    if target is None:
+        return not_configured(svc)
+    parsed, vendor = target
     session = context.current_session(request)
     on_site = context.library_groups(request)
     if parsed is not None and vendor is not None and vendor.licensed_for(on_site):
@@ -232,12 +242,10 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         value = form.get(name, "")
         return value if isinstance(value, str) else ""
     url, card, pin = field("url"), field("card").strip(), field("pin")
-    parsed, vendor = (None, None)
-    if url:
-        try:
-            parsed, vendor = resolve_target(svc, url)
-        except BadInput:
-            return not_configured(svc)
+    target = _login_target(svc, url)
+    if target is None:
+        return not_configured(svc)
+    parsed, vendor = target
     cookie_token = request.cookies.get(csrf_cookie_name(svc), "")
     # SECURITY: login CSRF: a form posted from another site cannot know this cookie's value.
     if not cookie_token or not hmac.compare_digest(cookie_token, field("csrf")):
