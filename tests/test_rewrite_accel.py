@@ -74,7 +74,11 @@ TABLES = {
 MANY_HOSTS = ["www.db0.com", "cdn.db1.org:8443", "x.auth3.net", "WWW.DB7.COM", "db9.net", "www.db2.com.evil"]
 ONE_HOSTS = ["www.jstor.org", "jstor.org:8443", "a.b.jstor.org", "JSTOR.ORG", "notjstor.org"]
 PREFIXES = ["https://", "http://", "//", "https:\\/\\/", "http%3A%2F%2F", "https%253A%252F%252F", "wss://",
-            "HTTPS://", "ftp://", "@", "/", "\\u002f\\u002f", '"', " ", "x", ""]
+            "HTTPS://", "ftp://", "@", "/", "\\u002f\\u002f", '"', " ", "x", "",
+            # escapes before a scheme, and double encoding in both cases (issue 14)
+            "\\nhttps://", "\\\\nhttps://", "\\\\\\nhttp%3A%2F%2F", "\\t//", "\\rhttps:\\/\\/",
+            "%253Dhttp%253A%252F%252F", "=https%253a%252f%252f", "%3Dhttps%3A%2F%2F", "\\x3dhttps://",
+            "\\u003dhttps://", "%2Xhttps://"]
 SUFFIXES = ["/", "/path?q=1", '"', ":8080/", ":8443", "%3A8443%2F", ".", ".x", "-", ")", "\\/", "%2F", ""]
 NOISE = st.text(alphabet=st.sampled_from(list("ab/.:-_%\"' <>=?&#\\@3AFT")), max_size=10)
 
@@ -176,29 +180,40 @@ def test_mentions_at_the_edges_of_the_buffer() -> None:
 # --- the memo ---------------------------------------------------------------------------------
 
 
-def test_memo_behaves_like_a_mapping() -> None:
+def test_memo_files_edits_by_shape_and_bytes() -> None:
     memo = hostscan.Memo()
-    assert len(memo) == 0 and memo.get(b"k") is None and b"k" not in memo
-    memo[b"k"] = (-3, 5, b"x")
-    memo[b"s"] = (0, 0, None)
-    assert memo.get(b"k") == (-3, 5, b"x") and memo[b"s"] == (0, 0, None) and b"k" in memo
-    assert memo.get(b"missing", "default") == "default"
-    memo[b"k"] = (1, 2, b"y")  # replaced, not added
-    assert len(memo) == 2 and memo[b"k"] == (1, 2, b"y")
+    assert len(memo) == 0 and memo.find(b"k", 1, 2, False) is None and memo.shapes() == []
+    assert memo.store(b"k", 1, 2, False, (-3, 5, b"x"))
+    assert memo.store(b"s", 0, 1, True, (0, 0, None))
+    assert memo.find(b"k", 1, 2, False) == (-3, 5, b"x") and memo.find(b"s", 0, 1, True) == (0, 0, None)
+    # The same bytes under another shape are another key: they would sit elsewhere around a hit.
+    assert memo.find(b"k", 2, 1, False) is None and memo.find(b"k", 1, 2, True) is None
+    memo.store(b"k", 1, 2, False, (1, 2, b"y"))  # replaced, not added
+    assert len(memo) == 2 and memo.find(b"k", 1, 2, False) == (1, 2, b"y")
+    assert sorted(memo.shapes()) == [(0, 1, True), (1, 2, False)]
     memo.clear()
-    assert len(memo) == 0 and memo.get(b"k") is None
-    with pytest.raises(KeyError):
-        memo[b"k"]
+    assert len(memo) == 0 and memo.find(b"k", 1, 2, False) is None and memo.shapes() == []
+
+
+def test_memo_tries_a_bounded_number_of_shapes() -> None:
+    memo = hostscan.Memo()
+    for left in range(hostscan.MAX_SHAPES):
+        assert memo.store(b"k", left, 1, False, (0, 0, None))
+    assert not memo.store(b"k", 999, 1, False, (0, 0, None))  # one shape too many: not filed
+    assert memo.find(b"k", 999, 1, False) is None and len(memo.shapes()) == hostscan.MAX_SHAPES
 
 
 @pytest.mark.parametrize("bad", [(1, 2), (1, 2, "text"), [1, 2, b"x"], (1, "2", b"x"), None])
 def test_memo_refuses_what_is_not_an_edit(bad: object) -> None:
     memo = hostscan.Memo()
     with pytest.raises(TypeError):
-        memo[b"k"] = bad  # type: ignore[assignment]
+        memo.store(b"k", 0, 1, False, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        memo["text"] = (0, 0, None)  # type: ignore[index]
-    assert len(memo) == 0
+        memo.store("text", 0, 1, False, (0, 0, None))  # type: ignore[arg-type]
+    for left, right in [(-1, 1), (0, -1), (10**6, 1), (0, 10**6)]:
+        with pytest.raises(ValueError):
+            memo.store(b"k", left, right, False, (0, 0, None))  # SECURITY: shapes are bounded
+    assert len(memo) == 0 and memo.shapes() == []
 
 
 def test_a_full_memo_forgets_but_never_answers_wrongly() -> None:
@@ -208,10 +223,10 @@ def test_a_full_memo_forgets_but_never_answers_wrongly() -> None:
     rng = random.Random(3)
     keys = list(dict.fromkeys(rng.randbytes(rng.randint(1, 70)) for _ in range(60_000)))
     for n, key in enumerate(keys):
-        memo[key] = (n, n + 1, None)
+        memo.store(key, n % 3, 1, False, (n, n + 1, None))
     found = 0
     for n, key in enumerate(keys):
-        value = memo.get(key)
+        value = memo.find(key, n % 3, 1, False)
         if value is not None:
             assert value == (n, n + 1, None)
             found += 1
@@ -220,7 +235,7 @@ def test_a_full_memo_forgets_but_never_answers_wrongly() -> None:
 
 def test_the_compiled_loop_checks_its_arguments() -> None:
     memo = hostscan.Memo()
-    spec = ((b".test", 48, memo, hostscan.Memo(), 12),)
+    spec = ((b".test", memo),)
 
     def miss(i: int, index: int) -> None:
         return None
@@ -228,7 +243,7 @@ def test_the_compiled_loop_checks_its_arguments() -> None:
     with pytest.raises(ValueError):
         hostscan.rewrite(b"abc", 2, 1, spec, miss)  # limit before base
     with pytest.raises(TypeError):
-        hostscan.rewrite(b"abc", 0, 3, ((b".test", 48, {}, {}, 12),), miss)  # not a Memo
+        hostscan.rewrite(b"abc", 0, 3, ((b".test", {}),), miss)  # not a Memo
 
     def bad_miss(i: int, index: int) -> object:
         return (0, 10**6, b"x")  # an edit ending past the buffer

@@ -2,8 +2,10 @@
 
 ``rewrite(buf, base, limit, specs, miss)`` is checked against a Python model of its contract on
 random anchors (letters only, length 1, longer than the buffer, ending inside it) and buffers,
-with a ``miss`` callback whose decisions are a pure function of the memo key the loop would use,
-so whatever the memos remember or forget the output must equal the model's. The callback also
+with a ``miss`` callback whose decisions are a pure function of the memo key the loop would use
+under the shape the callback files them with (so many bytes before the host run or the anchor,
+so many after the anchor), so whatever the memos remember or forget the output must equal the
+model's. The callback also
 clears the memos, floods them (growing the tables in the middle of a call), raises, and returns
 edits before ``base``, overlapping, past ``limit`` or inside out. Reference counts of every
 replacement, of the buffer and of the callback must come back to where they were.
@@ -35,34 +37,46 @@ def h64(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
 
 
-def key_of(buf: bytes, i: int, spec: tuple) -> tuple[int, bytes] | None:
-    """(which memo, key) the C loop would look up, as in hash_ahead."""
-    anchor, kl, _memo, _right, kr = spec
-    m, n = len(anchor), len(buf)
-    if i < kl:
-        return None
-    c = buf[i + m] if i + m < n else -1
-    if c in DEFAULT_SEP:
-        if i + m + kr <= n:
-            return 2, buf[i - kl : i + m + kr]
-        return None
-    if i + m + 1 <= n:
-        return 1, buf[i - kl : i + m + 1]
-    return None
+RUN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+SHAPES = [(0, 1, True), (0, 0, True), (1, 1, False), (3, 2, False), (8, 12, False), (32, 1, False), (5, 5, True)]
 
 
-def decision(buf: bytes, i: int, idx: int, spec: tuple, salt: int, allow_bad: bool):
-    anchor, kl, _memo, _right, kr = spec
+def run_start(buf: bytes, i: int) -> int:
+    """Where the host run ending at i starts, or -1 (as _hostscan.c's run_start)."""
+    rs = i
+    while rs > 0 and i - rs < hs.MAX_RUN and buf[rs - 1] in RUN:
+        rs -= 1
+    return rs if rs > 0 and i - rs < hs.MAX_RUN else -1
+
+
+def key_of(buf: bytes, i: int, anchor: bytes, shape: tuple[int, int, bool]) -> tuple[bytes, int] | None:
+    """(key, where it starts) the C loop looks up for a hit at i under ``shape``."""
+    left, right, at_anchor = shape
+    if at_anchor:
+        a = i - left
+    else:
+        rs = run_start(buf, i)
+        if rs < 0:
+            return None
+        a = rs - left
+    b = i + len(anchor) + right
+    if a < 0 or b > len(buf):
+        return None
+    return buf[a:b], a
+
+
+def decision(buf: bytes, i: int, idx: int, spec: tuple, shape: tuple, salt: int, allow_bad: bool):
+    anchor, _memo = spec
     m, n = len(anchor), len(buf)
-    k = key_of(buf, i, spec)
+    k = key_of(buf, i, anchor, shape)
     if k is not None:
-        which, key = k
-        r = h64(salt, idx, which, key)
-        span_after = len(key) - kl  # bytes from i to the end of the key: end stays inside buf
-        span_before = kl
+        key, a = k
+        r = h64(salt, idx, key)
+        span_before = i - a
+        span_after = len(key) - span_before  # bytes from i to the end of the key: end stays inside buf
     else:
         r = h64(salt, idx, "pos", i, buf[max(0, i - 8) : i + m + 4])
-        span_after = min(n - i, m + kr)
+        span_after = min(n - i, m + 12)
         span_before = i
         if r % 7 == 0:
             return None  # "needs more bytes": never memoised
@@ -173,10 +187,8 @@ def no_prefix_conflict(anchors: list[bytes]) -> list[bytes]:
 
 def one_case(rng: random.Random, case: int, stats: dict) -> None:
     anchors = no_prefix_conflict([random_anchor(rng) for _ in range(rng.randint(1, 5))])
-    specs = tuple(
-        (a, rng.choice([0, 0, 1, 3, 8, 32, 48]), hs.Memo(), hs.Memo(), rng.choice([1, 2, 5, 12]))
-        for a in anchors
-    )
+    specs = tuple((a, hs.Memo()) for a in anchors)
+    shapes = [rng.choice(SHAPES) for _ in anchors]
     salt = rng.getrandbits(32)
     allow_bad = rng.random() < 0.3
     behaviour = rng.choice(["plain", "clear", "flood", "raise", "mixed", "grow_clear"])
@@ -190,55 +202,46 @@ def one_case(rng: random.Random, case: int, stats: dict) -> None:
         return
     base = rng.choice([0, 0, rng.randint(0, n - 1), n - 1])
     limit = rng.choice([n, n, base + 1, rng.randint(base + 1, n)])
-    dec = lambda i, idx: decision(buf, i, idx, specs[idx], salt, allow_bad)  # noqa: E731
+    dec = lambda i, idx: decision(buf, i, idx, specs[idx], shapes[idx], salt, allow_bad)  # noqa: E731
 
     calls = [0]
 
-    def flood(spec, count):
-        anchor, kl, memo, right, kr = spec
-        idx = specs.index(spec)
+    def flood(idx, count):
+        anchor, memo = specs[idx]
+        shape = shapes[idx]
         m = len(anchor)
         for _ in range(count):
-            which = rng.choice([1, 2])
-            L = kl + m + (1 if which == 1 else kr)
-            key = bytes(rng.choice(b"aAbB.:%c-1") for _ in range(L))
-            # a key made of random bytes with the anchor in place: D(key) is its right value
-            key = key[:kl] + anchor + key[kl + m :]
-            # compute D for that key as the C loop would (which memo follows the byte after the anchor)
-            c = key[kl + m] if len(key) > kl + m else -1
-            real_which = 2 if c in DEFAULT_SEP else 1
-            if real_which != which:
+            # a fake buffer with the anchor in place: its key's decision is the one any hit with
+            # the same key gets, so the entry is right wherever it matches
+            pos = rng.randint(0, 40)
+            fake = bytes(rng.choice(b"aAbB.:%c-1 ") for _ in range(pos)) + anchor + bytes(
+                rng.choice(b"aAbB.:%c-1 ") for _ in range(rng.randint(0, 20)))
+            k = key_of(fake, pos, anchor, shape)
+            d = decision(fake, pos, idx, specs[idx], shape, salt, allow_bad)
+            if k is None or d is None:
                 continue
-            # D depends only on (salt, idx, which, key): recompute through a fake buffer
-            fake = key
-            d = decision(fake, kl, idx, spec, salt, allow_bad)
-            if d is None:
-                continue
-            # the fake buffer ends at the key's end, so key_of(fake) is exactly this key
-            if key_of(fake, kl, spec) != (which, key):
-                continue
-            (memo if which == 1 else right)[key] = d
-            # junk of another length, with a value that would be wrong anywhere
+            memo.store(k[0], *shape, d)
+            # junk under other shapes, with a value that would be wrong anywhere: its bytes
+            # (\x01) are in no buffer, so it must never be found
             if rng.random() < 0.3:
-                (memo if which == 1 else right)[key + b"!"] = (-10**6, 10**6, REPLS[0])
+                other = rng.choice(SHAPES)
+                memo.store(b"\x01" * (other[0] + m + other[1] + 3), *other, (-10**6, 10**6, REPLS[0]))
 
     def miss(i: int, idx: int):
         calls[0] += 1
-        spec = specs[idx]
+        anchor, memo = specs[idx]
         beh = behaviour if behaviour != "mixed" else rng.choice(["plain", "clear", "flood", "raise"])
         if beh == "raise" and rng.random() < 0.02:
             raise Boom(i)
         if beh in ("clear", "grow_clear") and rng.random() < 0.5:
             for s in rng.sample(specs, rng.randint(1, len(specs))):
-                s[2].clear()
-                s[3].clear()
+                s[1].clear()
         if beh in ("flood", "grow_clear") and rng.random() < 0.3:
-            flood(rng.choice(specs), rng.choice([10, 200, 3000]))
+            flood(rng.randrange(len(specs)), rng.choice([10, 200, 3000]))
         d = dec(i, idx)
-        k = key_of(buf, i, spec)
+        k = key_of(buf, i, anchor, shapes[idx])
         if d is not None and k is not None:
-            which, key = k
-            (spec[2] if which == 1 else spec[3])[key] = d
+            memo.store(k[0], *shapes[idx], d)
         return d
 
     before = [sys.getrefcount(r) for r in REPLS]
@@ -264,7 +267,7 @@ def one_case(rng: random.Random, case: int, stats: dict) -> None:
         if got != want:
             raise AssertionError(
                 f"case {case} rep {rep}: mismatch\n buf={buf!r}\n base={base} limit={limit}\n"
-                f" anchors={[s[0] for s in specs]} kl={[s[1] for s in specs]} kr={[s[4] for s in specs]}\n"
+                f" anchors={[s[0] for s in specs]} shapes={shapes}\n"
                 f" got={got!r}\n want={want!r}"
             )
         stats["ok"] += 1
@@ -272,8 +275,7 @@ def one_case(rng: random.Random, case: int, stats: dict) -> None:
     stats["miss_calls"] += calls[0]
     del want
     for s in specs:
-        s[2].clear()
-        s[3].clear()
+        s[1].clear()
     after = [sys.getrefcount(r) for r in REPLS]
     assert before == after, f"case {case}: refcount drift {[(a - b) for a, b in zip(after, before, strict=True)]}"
     if len(buf) <= 1:
@@ -298,7 +300,7 @@ EDGE = b"ab.t cd.T ef.t"
 @pytest.mark.parametrize("ret", [(-100, 1, b"x"), (0, 1, b"x"), (-1, 5, b"y"), (1, 0, b"z"), (0, 10**6, b"x"),
                                  (10**18, 10**18, b"x"), (-10**18, 0, b"x")])
 def test_odd_edits_from_the_callback(ret: tuple[int, int, bytes]) -> None:
-    spec = ((b".t", 2, hs.Memo(), hs.Memo(), 3),)
+    spec = ((b".t", hs.Memo()),)
     try:
         want = model(EDGE, 3, 14, spec, lambda i, x: ret)
     except ValueError:
@@ -310,7 +312,7 @@ def test_odd_edits_from_the_callback(ret: tuple[int, int, bytes]) -> None:
 
 @pytest.mark.parametrize("bad", [[0, 1, b"x"], (0, 1, "s"), (0, 1), ("0", 1, b"x"), (2**70, 1, b"x"), 5])
 def test_callback_answers_that_are_not_edits(bad: object) -> None:
-    spec = ((b".t", 2, hs.Memo(), hs.Memo(), 3),)
+    spec = ((b".t", hs.Memo()),)
     with pytest.raises((TypeError, OverflowError)):
         hs.rewrite(b"ab.t", 0, 4, spec, lambda i, x: bad)
 
@@ -318,29 +320,28 @@ def test_callback_answers_that_are_not_edits(bad: object) -> None:
 @pytest.mark.parametrize("args", [(b"abc", 0, 0), (b"abc", 3, 3), (b"abc", -1, 2), (b"abc", 0, 4), (b"", 0, 0)])
 def test_bad_bounds(args: tuple[bytes, int, int]) -> None:
     with pytest.raises(ValueError):
-        hs.rewrite(*args, ((b".t", 2, hs.Memo(), hs.Memo(), 3),), lambda i, x: None)
+        hs.rewrite(*args, ((b".t", hs.Memo()),), lambda i, x: None)
 
 
 def test_bad_specs() -> None:
-    m1, m2 = hs.Memo(), hs.Memo()
-    for badspec in [((b".t", -1, m1, m2, 3),), ((b".t", 1, m1, m2, 0),), ((b".t", 1, m1, m2, 10**6),),
-                    ([b".t", 1, m1, m2, 3],), ((b".t", 1, {}, m2, 3),),
-                    tuple((b".t", 1, m1, m2, 3) for _ in range(65))]:
+    m1 = hs.Memo()
+    for badspec in [((b".t", m1, 3),), ((b".t",),), ([b".t", m1],), ((b".t", {}),), (("t", m1),),
+                    tuple((b".t", m1) for _ in range(65))]:
         with pytest.raises((TypeError, ValueError)):
             hs.rewrite(b"ab.t", 0, 4, badspec, lambda i, x: None)
 
 
 def test_degenerate_anchors_and_many_hits() -> None:
-    m1, m2 = hs.Memo(), hs.Memo()
-    assert hs.rewrite(b"abc", 0, 3, ((b"", 0, m1, m2, 1),), lambda i, x: (0, 1, b"X")) == (b"abc", 3)
-    assert hs.rewrite(b"abc", 0, 3, ((b"abcd", 0, m1, m2, 1),), lambda i, x: (0, 1, b"X")) == (b"abc", 3)
-    assert hs.rewrite(b"a.a.a", 0, 5, ((b".", 0, hs.Memo(), hs.Memo(), 1),),
+    m1 = hs.Memo()
+    assert hs.rewrite(b"abc", 0, 3, ((b"", m1),), lambda i, x: (0, 1, b"X")) == (b"abc", 3)
+    assert hs.rewrite(b"abc", 0, 3, ((b"abcd", m1),), lambda i, x: (0, 1, b"X")) == (b"abc", 3)
+    assert hs.rewrite(b"a.a.a", 0, 5, ((b".", hs.Memo()),),
                       lambda i, x: (0, 1, b"D")) == (b"aDaDa", 5)
-    assert hs.rewrite(b"aAaA", 1, 4, ((b"a", 0, hs.Memo(), hs.Memo(), 1),),
+    assert hs.rewrite(b"aAaA", 1, 4, ((b"a", hs.Memo()),),
                       lambda i, x: (0, 1, b"x")) == (b"xxx", 4)
     big = b"." * 1_000_000
-    assert hs.rewrite(big, 0, len(big), ((b".", 0, hs.Memo(), hs.Memo(), 1),),
+    assert hs.rewrite(big, 0, len(big), ((b".", hs.Memo()),),
                       lambda i, x: (0, 1, b"")) == (b"", len(big))
     big = b"ab" * 500_000
-    out, cut = hs.rewrite(big, 0, len(big), ((b"ab", 1, hs.Memo(), hs.Memo(), 1),), lambda i, x: (0, 2, b"c"))
+    out, cut = hs.rewrite(big, 0, len(big), ((b"ab", hs.Memo()),), lambda i, x: (0, 2, b"c"))
     assert out == b"c" * 500_000 and cut == len(big)

@@ -335,10 +335,12 @@ def test_hostile_page_cannot_grow_the_memo():
     rng = random.Random(1)
     matcher = make_table().to_proxy("https")
     contexts = b"".join(
-        b'%08x "https://www.vendor.test/" ' % rng.getrandbits(32) for _ in range(50_000)
-    )
+        b'%08x "https://www.vendor.test/" https://h%08x.vendor.test/' % (rng.getrandbits(32), rng.getrandbits(32))
+        for _ in range(50_000)
+    )  # distinct bytes before each mention, and distinct host names (keys of the compiled memo)
     out = rewrite_body(matcher, contexts)
     assert out.count(b"www-vendor-test") == 50_000
     from proxy.rewrite.hosts import MEMO_LIMIT
 
     assert all(len(memo) <= MEMO_LIMIT for memo in matcher._memos.values())
+    assert all(len(memo) <= MEMO_LIMIT for memo in matcher._shaped.values())

@@ -308,3 +308,39 @@ def test_a_decision_at_the_end_of_a_body_is_not_reused_for_longer_text():
     warm = make_table().to_proxy("https")
     warm.rewrite_all(first)
     assert warm.rewrite_all(second) == expected
+
+
+# --- missed links found on real pages (issue 14) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # A doubly encoded URL after a doubly encoded "=" (a redirect inside an encoded query).
+    ("x%2526l0%253Dhttp%253A%252F%252Fcdn.vendor.test%252Fpath",
+     "x%2526l0%253Dhttp%253A%252F%252Fcdn-vendor-test.proxy.localhost%253A8080%252Fpath"),
+    ("l0%253Dhttps%253A%252F%252Fwww.vendor.test",
+     "l0%253Dhttp%253A%252F%252Fwww-vendor-test.proxy.localhost%253A8080"),
+    # A URL right after a JSON or JS escape for a control character.
+    ('"Read more:\\nhttps://www.vendor.test/a"', '"Read more:\\nhttp://www-vendor-test.proxy.localhost:8080/a"'),
+    ("redirect_uri=\\\\\\nhttp%3A%2F%2Fapi.vendor.test",
+     "redirect_uri=\\\\\\nhttp%3A%2F%2Fapi-vendor-test---h.proxy.localhost%3A8080"),
+    ('"a\\thttps://www.vendor.test/"', '"a\\thttp://www-vendor-test.proxy.localhost:8080/"'),
+    ('"a\\rhttps://www.vendor.test/"', '"a\\rhttp://www-vendor-test.proxy.localhost:8080/"'),
+    ('"a\\n//cdn.vendor.test/x.css"', '"a\\n//cdn-vendor-test.proxy.localhost:8080/x.css"'),
+    # Lower-case double encoding: the proxy's port colon is written in the same case.
+    ("https%253a%252f%252fwww.vendor.test%252f", "http%253a%252f%252fwww-vendor-test.proxy.localhost%253a8080%252f"),
+    ("https%253A%252F%252Fwww.vendor.test%252F", "http%253A%252F%252Fwww-vendor-test.proxy.localhost%253A8080%252F"),
+    ("https%3a%2f%2fwww.vendor.test%2f", "http%3a%2f%2fwww-vendor-test.proxy.localhost%3a8080%2f"),
+])
+def test_urls_after_escapes_and_in_double_encoding(text: str, expected: str) -> None:
+    assert fwd(text) == expected
+    assert make_table().to_proxy("https").rewrite_all(text.encode()).decode() == expected  # cold
+
+
+@pytest.mark.parametrize("text", [
+    "\\\\nhttps://www.vendor.test/",  # an escaped backslash, then the word "nhttps": another scheme
+    "xhttps://www.vendor.test/",
+    "%2Xhttps://www.vendor.test/",  # not an escape: "Xhttps" is a word
+    "path\\\\n//www.vendor.test/",
+])
+def test_words_before_a_scheme_still_stop_it(text: str) -> None:
+    assert fwd(text) == text

@@ -3,19 +3,29 @@
  * the memo does not know is handed back to Python (Matcher._miss in hosts.py), which decides it
  * and fills the memo. So the rules live in one place, and this file only makes known hits cheap.
  *
- * Python's ``re``/``bytes.split`` search plus a dict lookup per hit costs about 1 us per mention
- * and 0.3 ms per 200 KB page on this project's machines; this loop costs a few tens of
- * nanoseconds per mention and one pass per anchor (16 or 32 bytes a step with SSE2 or AVX2,
- * memchr elsewhere). The pure-Python matcher remains the reference: tests/test_rewrite_accel.py
- * compares the two, tests/test_rewrite_accel_contract.py holds this file to its contract, and
- * scripts/sanitize.sh runs both under AddressSanitizer and UBSan.
+ * What the memo is keyed by: a decision (hosts.Matcher.decide) reports the bytes it read, a few
+ * before the host (the scheme, the slashes in their escaped or encoded forms, one byte of word
+ * boundary) and a few after it (a port, a dot). Python files the decision under exactly those
+ * bytes and their *shape*: where they start (so many bytes before the host run, or before the
+ * anchor) and end (so many bytes after the anchor). For each hit this loop tries the shapes its
+ * memo has seen, most used first, and any entry whose bytes match is the decision Python would
+ * make, since Python read nothing else. Bytes the rules never look at (the attribute name, the
+ * rest of the URL, a query) are in no key, so the same form of the same host is one entry however
+ * many pages and contexts it appears in.
+ *
+ * Python's ``re``/``bytes.split`` search plus a dict lookup per hit costs about 1 us per mention;
+ * this loop costs a few tens of nanoseconds per mention and one pass per anchor (16 or 32 bytes a
+ * step with SSE2 or AVX2, memchr elsewhere). The pure-Python matcher remains the reference:
+ * tests/test_rewrite_accel.py compares the two, tests/test_rewrite_accel_contract.py holds this
+ * file to its contract, and scripts/sanitize.sh runs both under AddressSanitizer and UBSan.
  *
  * Module ``proxy.rewrite._hostscan``:
- *   Memo()       a map from the bytes around a hit to its Edit (rel_start, rel_end, replacement
- *                or None) that may forget (see MAX_PROBE; hosts.py empties it at MEMO_LIMIT);
- *                supports get, [] =, len, clear, in.
+ *   Memo()       a bounded cache of Edits (rel_start, rel_end, replacement or None) by shape and
+ *                bytes, that may forget (see MAX_PROBE; hosts.py empties it at MEMO_LIMIT):
+ *                store(key, left, right, at_anchor, edit), find(key, left, right, at_anchor),
+ *                shapes(), len, clear.
  *   rewrite(buf, base, limit, specs, miss) -> (bytes, cut)
- *                specs: tuple of (anchor: bytes, kl: int, memo: Memo, memo_right: Memo, kr: int)
+ *                specs: tuple of (anchor: bytes, memo: Memo)
  *                miss(i, index) -> Edit or None, for hits no memo knows.
  */
 #define PY_SSIZE_T_CLEAN
@@ -75,8 +85,28 @@ hash_key(const unsigned char *p, Py_ssize_t len)
     return h;
 }
 
+/* A shape says which bytes around a hit make its key: from ``left`` bytes before the start of the
+ * host run (or, with at_anchor, before the anchor itself: a decision that never looked left of
+ * the anchor, such as "vendor.community is another name") to ``right`` bytes after the anchor.
+ * Packed into one number so an entry compares it with one instruction. */
+#define MAX_LEFT 1024  /* far more than any decision reads (about 30 bytes); bounds the sums */
+#define MAX_RIGHT 1024
+#define MAX_SHAPES 32  /* distinct shapes a memo tries per hit; further ones are not remembered */
+/* The longest host run looked through to find where it starts: hosts.py's MAX_HOST + 6. A longer
+ * run is never a host, and its hits always go to Python. */
+#define MAX_RUN 259
+
+typedef int64_t Shape;
+
+static inline Shape
+shape_of(Py_ssize_t left, Py_ssize_t right, int at_anchor)
+{
+    return (((Shape)left * (MAX_RIGHT + 1) + right) << 1) | (at_anchor ? 1 : 0);
+}
+
 typedef struct {
     uint64_t hash;
+    Shape shape;
     PyObject *key;   /* bytes, or NULL for an empty slot */
     PyObject *value; /* the Edit tuple as given */
     Py_ssize_t rel_start;
@@ -85,13 +115,28 @@ typedef struct {
 } Entry;
 
 typedef struct {
+    Py_ssize_t left, right;
+    int at_anchor;
+    Shape shape;
+    uint64_t uses;
+} ShapeInfo;
+
+typedef struct {
     PyObject_HEAD
     Entry *slots;
     Py_ssize_t mask;
     Py_ssize_t used;
+    ShapeInfo shapes[MAX_SHAPES]; /* the shapes of the entries, most used first (roughly) */
+    Py_ssize_t nshapes;
 } MemoObject;
 
 static PyTypeObject MemoType;
+
+static inline uint64_t
+hash_entry(const unsigned char *p, Py_ssize_t len, Shape shape)
+{
+    return hash_key(p, len) ^ ((uint64_t)shape * 0xd6e8feb86659fd93ULL);
+}
 
 static int
 memo_alloc(MemoObject *self, Py_ssize_t nslots)
@@ -128,6 +173,7 @@ memo_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    self->nshapes = 0;
     if (memo_alloc(self, MIN_SLOTS) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -144,9 +190,9 @@ memo_dealloc(MemoObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The entry holding this key, or NULL. */
+/* The entry holding these bytes under this shape, or NULL. */
 static inline Entry *
-memo_find(MemoObject *self, const unsigned char *key, Py_ssize_t len, uint64_t h)
+memo_find(MemoObject *self, const unsigned char *key, Py_ssize_t len, Shape shape, uint64_t h)
 {
     Py_ssize_t mask = self->mask;
     for (Py_ssize_t probe = 0; probe < MAX_PROBE; probe++) {
@@ -154,7 +200,7 @@ memo_find(MemoObject *self, const unsigned char *key, Py_ssize_t len, uint64_t h
         if (e->key == NULL) {
             return NULL;
         }
-        if (e->hash == h && PyBytes_GET_SIZE(e->key) == len &&
+        if (e->hash == h && e->shape == shape && PyBytes_GET_SIZE(e->key) == len &&
             memcmp(PyBytes_AS_STRING(e->key), key, (size_t)len) == 0) {
             return e;
         }
@@ -224,32 +270,76 @@ memo_grow(MemoObject *self)
     return 0;
 }
 
+/* Parses (key, left, right, at_anchor) at the start of args. */
 static int
-memo_set(MemoObject *self, PyObject *key, PyObject *value)
+shape_args(PyObject *const *args, PyObject **key, Py_ssize_t *left, Py_ssize_t *right, int *at_anchor)
 {
-    if (!PyBytes_CheckExact(key)) {
+    if (!PyBytes_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "memo keys are bytes");
         return -1;
     }
-    if (value == NULL) {
-        PyErr_SetString(PyExc_TypeError, "memo entries are not deleted one by one; use clear()");
+    *key = args[0];
+    *left = PyLong_AsSsize_t(args[1]);
+    if (*left == -1 && PyErr_Occurred()) {
         return -1;
     }
-    Py_ssize_t rel_start, rel_end;
-    PyObject *repl;
-    if (edit_parts(value, &rel_start, &rel_end, &repl) < 0) {
+    *right = PyLong_AsSsize_t(args[2]);
+    if (*right == -1 && PyErr_Occurred()) {
         return -1;
+    }
+    *at_anchor = PyObject_IsTrue(args[3]);
+    if (*at_anchor < 0) {
+        return -1;
+    }
+    /* SECURITY: bounded, so the loop's sums (hit position plus or minus a shape) never overflow. */
+    if (*left < 0 || *left > MAX_LEFT || *right < 0 || *right > MAX_RIGHT) {
+        PyErr_SetString(PyExc_ValueError, "shape out of range");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+memo_store(MemoObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "store(key, left, right, at_anchor, edit)");
+        return NULL;
+    }
+    PyObject *key, *value = args[4];
+    Py_ssize_t left, right, rel_start, rel_end;
+    int at_anchor;
+    PyObject *repl;
+    if (shape_args(args, &key, &left, &right, &at_anchor) < 0 ||
+        edit_parts(value, &rel_start, &rel_end, &repl) < 0) {
+        return NULL;
+    }
+    Shape shape = shape_of(left, right, at_anchor);
+    Py_ssize_t known = 0;
+    while (known < self->nshapes && self->shapes[known].shape != shape) {
+        known++;
+    }
+    if (known == self->nshapes) {
+        if (self->nshapes == MAX_SHAPES) {
+            Py_RETURN_FALSE; /* a shape this memo will never try: not worth a slot */
+        }
+        ShapeInfo *info = &self->shapes[self->nshapes++];
+        info->left = left;
+        info->right = right;
+        info->at_anchor = at_anchor;
+        info->shape = shape;
+        info->uses = 0;
     }
     if ((self->used + 1) * 2 > self->mask + 1 && memo_grow(self) < 0) {
-        return -1;
+        return NULL;
     }
     const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
     Py_ssize_t len = PyBytes_GET_SIZE(key);
-    uint64_t h = hash_key(k, len);
+    uint64_t h = hash_entry(k, len, shape);
     Entry *slot = NULL;
     for (Py_ssize_t probe = 0; probe < MAX_PROBE; probe++) {
         Entry *e = &self->slots[(Py_ssize_t)((h + (uint64_t)probe) & (uint64_t)self->mask)];
-        if (e->key == NULL || (e->hash == h && PyBytes_GET_SIZE(e->key) == len &&
+        if (e->key == NULL || (e->hash == h && e->shape == shape && PyBytes_GET_SIZE(e->key) == len &&
                                memcmp(PyBytes_AS_STRING(e->key), k, (size_t)len) == 0)) {
             slot = e;
             break;
@@ -265,6 +355,7 @@ memo_set(MemoObject *self, PyObject *key, PyObject *value)
     Py_INCREF(key);
     Py_INCREF(value);
     slot->hash = h;
+    slot->shape = shape;
     slot->key = key;
     slot->value = value;
     slot->rel_start = rel_start;
@@ -272,62 +363,52 @@ memo_set(MemoObject *self, PyObject *key, PyObject *value)
     slot->repl = repl;
     Py_XDECREF(old_key);
     Py_XDECREF(old_value);
-    return 0;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *
-memo_lookup(MemoObject *self, PyObject *key)
+memo_find_method(MemoObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyBytes_CheckExact(key)) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "find(key, left, right, at_anchor)");
         return NULL;
     }
+    PyObject *key;
+    Py_ssize_t left, right;
+    int at_anchor;
+    if (shape_args(args, &key, &left, &right, &at_anchor) < 0) {
+        return NULL;
+    }
+    Shape shape = shape_of(left, right, at_anchor);
     const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
     Py_ssize_t len = PyBytes_GET_SIZE(key);
-    Entry *e = memo_find(self, k, len, hash_key(k, len));
-    return e == NULL ? NULL : e->value;
+    Entry *e = memo_find(self, k, len, shape, hash_entry(k, len, shape));
+    return Py_NewRef(e == NULL ? Py_None : e->value);
 }
 
 static PyObject *
-memo_get(MemoObject *self, PyObject *const *args, Py_ssize_t nargs)
+memo_shapes(MemoObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+    PyObject *out = PyList_New(self->nshapes);
+    if (out == NULL) {
         return NULL;
     }
-    PyObject *found = memo_lookup(self, args[0]);
-    if (found == NULL) {
-        found = nargs == 2 ? args[1] : Py_None;
+    for (Py_ssize_t s = 0; s < self->nshapes; s++) {
+        ShapeInfo *info = &self->shapes[s];
+        PyObject *item = Py_BuildValue("(nnO)", info->left, info->right, info->at_anchor ? Py_True : Py_False);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, s, item);
     }
-    return Py_NewRef(found);
-}
-
-static PyObject *
-memo_subscript(MemoObject *self, PyObject *key)
-{
-    PyObject *found = memo_lookup(self, key);
-    if (found == NULL) {
-        PyErr_SetObject(PyExc_KeyError, key);
-        return NULL;
-    }
-    return Py_NewRef(found);
-}
-
-static int
-memo_ass_subscript(MemoObject *self, PyObject *key, PyObject *value)
-{
-    return memo_set(self, key, value);
+    return out;
 }
 
 static Py_ssize_t
 memo_length(MemoObject *self)
 {
     return self->used;
-}
-
-static int
-memo_contains(MemoObject *self, PyObject *key)
-{
-    return memo_lookup(self, key) != NULL;
 }
 
 static PyObject *
@@ -341,36 +422,34 @@ memo_clear(MemoObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     memo_release(old, oldn);
+    self->nshapes = 0;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef memo_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))memo_get, METH_FASTCALL, "get(key, default=None)"},
-    {"clear", (PyCFunction)memo_clear, METH_NOARGS, "Forget every entry."},
+    {"store", (PyCFunction)(void (*)(void))memo_store, METH_FASTCALL,
+     "store(key, left, right, at_anchor, edit) -> bool: file an edit (False: too many shapes)"},
+    {"find", (PyCFunction)(void (*)(void))memo_find_method, METH_FASTCALL,
+     "find(key, left, right, at_anchor) -> edit or None"},
+    {"shapes", (PyCFunction)memo_shapes, METH_NOARGS, "The shapes tried, in order: (left, right, at_anchor)."},
+    {"clear", (PyCFunction)memo_clear, METH_NOARGS, "Forget every entry and shape."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMappingMethods memo_as_mapping = {
-    (lenfunc)memo_length,
-    (binaryfunc)memo_subscript,
-    (objobjargproc)memo_ass_subscript,
-};
-
-static PySequenceMethods memo_as_sequence = {
-    .sq_contains = (objobjproc)memo_contains,
+    .mp_length = (lenfunc)memo_length,
 };
 
 static PyTypeObject MemoType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "proxy.rewrite._hostscan.Memo",
-    .tp_doc = "A bounded cache of rewrite decisions keyed by the bytes around a hit.",
+    .tp_doc = "A bounded cache of rewrite decisions keyed by the bytes they read around a hit.",
     .tp_basicsize = sizeof(MemoObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = memo_new,
     .tp_dealloc = (destructor)memo_dealloc,
     .tp_methods = memo_methods,
     .tp_as_mapping = &memo_as_mapping,
-    .tp_as_sequence = &memo_as_sequence,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -379,8 +458,10 @@ static PyTypeObject MemoType = {
 typedef struct {
     Py_ssize_t pos;   /* where the anchor starts */
     Py_ssize_t index; /* which anchor */
-    uint64_t hash;    /* of its memo key, once hashed */
-    int hashed;       /* 0: not hashed (no key fits), 1: key of the memo, 2: of the right memo */
+    Py_ssize_t run;   /* where the host run ending at the hit starts; -1: unknown (see run_start) */
+    uint64_t hash;    /* of its key under ``shape``, when hashed */
+    Shape shape;
+    int hashed;
 } Hit;
 
 typedef struct {
@@ -405,6 +486,7 @@ hits_push(Hits *hits, Py_ssize_t pos, Py_ssize_t index)
     hits->items[hits->len].pos = pos;
     hits->items[hits->len].index = index;
     hits->items[hits->len].hashed = 0;
+    hits->items[hits->len].run = -1;
     hits->len++;
     return 0;
 }
@@ -590,14 +672,10 @@ typedef struct {
 typedef struct {
     const unsigned char *anchor;
     Py_ssize_t m;
-    Py_ssize_t kl;
-    Py_ssize_t kr;
     MemoObject *memo;
-    MemoObject *right;
 } Spec;
 
 #define MAX_SPECS 64
-#define MAX_KEY_PART 4096 /* kl and kr: far more than any memo key needs, and no overflow */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
@@ -608,33 +686,58 @@ typedef struct {
  * cache between responses, and waiting for each slot in turn is most of the cost of a hit. */
 #define AHEAD 8
 
-/* Hashes the memo key of a hit and asks for its slot; at half the distance, asks for the key
- * object the slot points to.
- *
- * Which memo: a hit followed by ":", "%" or "." is decided on bytes after it (a port, a
- * percent-encoded port, a longer host name), so only the right memo, keyed with more bytes
- * after the anchor, can know it; any other hit only the first memo can. Looking in the other
- * memo could only find nothing, and a miss is always safe: Python decides it. */
+/* Bytes of a host run (hosts._RUN_BYTES, either case). */
+static unsigned char run_byte[256];
+
+/* The start of the host run that ends at ``i``, or -1 when no key can be placed on it: the run
+ * reaches the start of the buffer (the decision then depends on where the buffer starts) or is
+ * longer than any host (decided in Python, never memoised). */
+static inline Py_ssize_t
+run_start(const unsigned char *buf, Py_ssize_t i)
+{
+    Py_ssize_t rs = i;
+    while (rs > 0 && i - rs < MAX_RUN && run_byte[buf[rs - 1]]) {
+        rs--;
+    }
+    return (rs > 0 && i - rs < MAX_RUN) ? rs : -1;
+}
+
+/* Where the key of a hit at ``i`` (host run from ``rs``) starts and ends under a shape; 0 if it
+ * does not fit in the buffer. */
+static inline int
+key_span(const ShapeInfo *info, Py_ssize_t i, Py_ssize_t rs, Py_ssize_t m, Py_ssize_t n,
+         Py_ssize_t *from, Py_ssize_t *to)
+{
+    if (!info->at_anchor && rs < 0) {
+        return 0;
+    }
+    Py_ssize_t a = (info->at_anchor ? i : rs) - info->left;
+    Py_ssize_t b = i + m + info->right;
+    if (a < 0 || b > n) {
+        return 0;
+    }
+    *from = a;
+    *to = b;
+    return 1;
+}
+
+/* Finds the hit's run, hashes its key under the memo's most used shape and asks for the slot; at
+ * half the distance (key_ahead), asks for the key object the slot points to. */
 static inline void
 hash_ahead(Hit *hit, const Spec *specs, const unsigned char *buf, Py_ssize_t n)
 {
     const Spec *spec = &specs[hit->index];
-    Py_ssize_t i = hit->pos, kl = spec->kl, m = spec->m;
-    if (i < kl) {
+    MemoObject *memo = spec->memo;
+    hit->run = run_start(buf, hit->pos);
+    if (memo->nshapes == 0) {
         return;
     }
-    int c = i + m < n ? buf[i + m] : -1;
-    if (c == ':' || c == '%' || c == '.') {
-        if (i + m + spec->kr <= n) {
-            hit->hash = hash_key(buf + i - kl, kl + m + spec->kr);
-            hit->hashed = 2;
-            PREFETCH(&spec->right->slots[hit->hash & (uint64_t)spec->right->mask]);
-        }
-    }
-    else if (i + m + 1 <= n) {
-        hit->hash = hash_key(buf + i - kl, kl + m + 1);
+    Py_ssize_t from, to;
+    if (key_span(&memo->shapes[0], hit->pos, hit->run, spec->m, n, &from, &to)) {
+        hit->shape = memo->shapes[0].shape;
+        hit->hash = hash_entry(buf + from, to - from, hit->shape);
         hit->hashed = 1;
-        PREFETCH(&spec->memo->slots[hit->hash & (uint64_t)spec->memo->mask]);
+        PREFETCH(&memo->slots[hit->hash & (uint64_t)memo->mask]);
     }
 }
 
@@ -642,12 +745,56 @@ static inline void
 key_ahead(const Hit *hit, const Spec *specs)
 {
     if (hit->hashed) {
-        const MemoObject *memo = hit->hashed == 1 ? specs[hit->index].memo : specs[hit->index].right;
+        const MemoObject *memo = specs[hit->index].memo;
         const Entry *e = &memo->slots[hit->hash & (uint64_t)memo->mask];
         if (e->key != NULL && e->hash == hit->hash) {
             PREFETCH(PyBytes_AS_STRING(e->key));
         }
     }
+}
+
+/* The memo's entry for a hit: under the prefetched shape first, then every other shape, most used
+ * first. An entry found under any shape is right: its decision read only the bytes of its key. */
+static inline Entry *
+lookup(const Hit *hit, const Spec *spec, const unsigned char *buf, Py_ssize_t n)
+{
+    MemoObject *memo = spec->memo;
+    Py_ssize_t i = hit->pos, m = spec->m, from, to;
+    Entry *found = NULL;
+    Py_ssize_t s = 0;
+    if (hit->hashed) {
+        for (; s < memo->nshapes && memo->shapes[s].shape != hit->shape; s++) {
+        }
+        if (s < memo->nshapes && key_span(&memo->shapes[s], i, hit->run, m, n, &from, &to)) {
+            found = memo_find(memo, buf + from, to - from, hit->shape, hit->hash);
+        }
+    }
+    if (found == NULL) {
+        for (s = 0; s < memo->nshapes; s++) {
+            ShapeInfo *info = &memo->shapes[s];
+            if ((hit->hashed && info->shape == hit->shape) || !key_span(info, i, hit->run, m, n, &from, &to)) {
+                continue;
+            }
+            found = memo_find(memo, buf + from, to - from, info->shape,
+                              hash_entry(buf + from, to - from, info->shape));
+            if (found != NULL) {
+                break;
+            }
+        }
+        if (found == NULL) {
+            return NULL;
+        }
+    }
+    /* Keep the shapes roughly in order of use: a shape used more than the one before it moves up. */
+    if (s < memo->nshapes) {
+        memo->shapes[s].uses++;
+        if (s > 0 && memo->shapes[s].uses > memo->shapes[s - 1].uses) {
+            ShapeInfo t = memo->shapes[s];
+            memo->shapes[s] = memo->shapes[s - 1];
+            memo->shapes[s - 1] = t;
+        }
+    }
+    return found;
 }
 
 static PyObject *
@@ -671,26 +818,17 @@ hostscan_rewrite(PyObject *module, PyObject *args)
     }
     Spec specs[MAX_SPECS];
     for (Py_ssize_t s = 0; s < nspecs; s++) {
-        PyObject *anchor, *memo, *right;
-        Py_ssize_t kl, kr;
+        PyObject *anchor, *memo;
         if (!PyTuple_Check(PyTuple_GET_ITEM(specs_obj, s))) {
-            PyErr_SetString(PyExc_TypeError, "each spec is a tuple (anchor, kl, memo, memo_right, kr)");
+            PyErr_SetString(PyExc_TypeError, "each spec is a tuple (anchor, memo)");
             return NULL;
         }
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs_obj, s), "SnO!O!n:spec", &anchor, &kl, &MemoType, &memo,
-                              &MemoType, &right, &kr)) {
-            return NULL;
-        }
-        if (kl < 0 || kr < 1 || kl > MAX_KEY_PART || kr > MAX_KEY_PART) {
-            PyErr_SetString(PyExc_ValueError, "bad key lengths");
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs_obj, s), "SO!:spec", &anchor, &MemoType, &memo)) {
             return NULL;
         }
         specs[s].anchor = (const unsigned char *)PyBytes_AS_STRING(anchor);
         specs[s].m = PyBytes_GET_SIZE(anchor);
-        specs[s].kl = kl;
-        specs[s].kr = kr;
         specs[s].memo = (MemoObject *)memo;
-        specs[s].right = (MemoObject *)right;
     }
 
     Hits hits = {NULL, 0, 0};
@@ -724,16 +862,9 @@ hostscan_rewrite(PyObject *module, PyObject *args)
             continue; /* in the emitted context: an edit there would start before base */
         }
         Spec *spec = &specs[hits.items[h].index];
-        Py_ssize_t kl = spec->kl, m = spec->m;
         Py_ssize_t rel_start, rel_end;
         PyObject *repl;
-        Entry *known = NULL;
-        if (hits.items[h].hashed == 1) {
-            known = memo_find(spec->memo, buf + i - kl, kl + m + 1, hits.items[h].hash);
-        }
-        else if (hits.items[h].hashed == 2) {
-            known = memo_find(spec->right, buf + i - kl, kl + m + spec->kr, hits.items[h].hash);
-        }
+        Entry *known = lookup(&hits.items[h], spec, buf, n);
         if (known != NULL) {
             rel_start = known->rel_start;
             rel_end = known->rel_end;
@@ -863,11 +994,19 @@ hostscan_exec(PyObject *module)
         seeded = 1;
     }
     Py_DECREF(raw);
+    for (int c = 0; c < 256; c++) {
+        run_byte[c] = (unsigned char)((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                      c == '.' || c == '-' || c == '_');
+    }
 #if defined(HAVE_AVX2_PATH)
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
 #endif
-    if (PyModule_AddIntConstant(module, "MAX_ANCHORS", MAX_SPECS) < 0) {
+    if (PyModule_AddIntConstant(module, "MAX_ANCHORS", MAX_SPECS) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_RUN", MAX_RUN) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_SHAPES", MAX_SHAPES) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_LEFT", MAX_LEFT) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_RIGHT", MAX_RIGHT) < 0) {
         return -1;
     }
     if (PyType_Ready(&MemoType) < 0) {

@@ -79,20 +79,26 @@ Everything is linear in the input: per hit the matcher reads a bounded window (a
 from __future__ import annotations
 
 import hashlib
+import importlib
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from proxy.config import valid_host
 from proxy.vendors import DEFAULT_PORTS, Origin, VendorMap
 
-try:
+if TYPE_CHECKING:
     from proxy.rewrite import _hostscan
-except ImportError:  # not compiled (no C compiler at install): the pure-Python loop does the work
-    _hostscan = None  # type: ignore[assignment]
+else:
+    # Loaded by name rather than imported from the package: this module must not import the
+    # package __init__, which imports this module (the package only re-exports).
+    try:
+        _hostscan = importlib.import_module("proxy.rewrite._hostscan")
+    except ImportError:  # not compiled (no C compiler at install): the pure-Python loop works
+        _hostscan = None
 
 # The compiled loop is used when it was built, unless LIBPROXY_PURE_PYTHON is set (the tests run
 # the rewriters both ways and compare; an operator can rule out the extension with it).
@@ -116,6 +122,9 @@ _RUN_SET: Final = frozenset(_RUN_BYTES)
 # Characters of a URL scheme (RFC 3986), lower-cased.
 _SCHEME_SET: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789+.-")
 _HEX_SET: Final = frozenset(b"0123456789abcdef")
+# Letters that follow a backslash in a JS or JSON string escape for a control character.
+_JS_ESCAPE_LETTERS: Final = frozenset(b"nrtbfv")
+_MAX_BACKSLASHES: Final = 16
 _DOT: Final = ord(".")
 _DIGITS: Final = re.compile(rb"[0-9]{1,6}")
 
@@ -215,18 +224,15 @@ _NO_EDIT: Final[Edit] = (0, 0, None)
 _Decision = tuple[tuple[int, int, bytes] | _Skip, int, int]
 
 
-class MemoTable(Protocol):
-    """What the matcher needs of a memo: a dict, or the compiled ``_hostscan.Memo``."""
-
-    def get(self, key: bytes, /) -> Edit | None: ...
-    def __setitem__(self, key: bytes, value: Edit, /) -> None: ...
-    def __len__(self) -> int: ...
-    def clear(self) -> None: ...
-
-
 _KL: Final = 32  # memo key: bytes before a registrable-name anchor ("vendor.com")
 _KL_TLD: Final = 48  # the same for a top-level anchor (".com"): more of the host is before it
 _KR_PORT: Final = MAX_RIGHT  # memo key for hits followed by ":" or "%": bytes after the anchor
+# The longest host run whose start is looked for (as _hostscan.c's MAX_RUN): a longer run is no
+# host name, and decide() says so after reading this far.
+_RUN_LIMIT: Final = MAX_HOST + 6
+# A decision reads about 30 bytes before a host and 12 after it; a key shaped larger than this
+# would be a bug in decide's accounting, and is not memoised.
+_MAX_SHAPE: Final = 64
 
 # Separators between scheme and host, lower-cased, longest first: (bytes, kind).
 _SEPARATORS: Final = (
@@ -248,14 +254,76 @@ _COLONS: Final = {
 _SCHEMES_BY_LENGTH: Final = (b"https", b"http", b"wss", b"ws")
 
 
-def _is_escape_end(low: bytes, pos: int) -> bool:
-    """True when ``low[:pos]`` ends with a ``%XX``, ``\\xXX`` or ``\\uXXXX`` escape, so the hex digit before
-    ``pos`` is not the last letter of a word (``%3Dhttps%3A...`` is "=https://...")."""
-    if pos < 3 or low[pos - 1] not in _HEX_SET or low[pos - 2] not in _HEX_SET:
-        return False
-    if low[pos - 3] == 0x25 or (low[pos - 3] == 0x78 and pos >= 4 and low[pos - 4] == 0x5C):
-        return True
-    return pos >= 6 and low[pos - 6 : pos - 4] == b"\\u" and _hex_at(low, pos - 4, 4) is not None
+def _ends_with(low: bytes, pos: int, text: bytes) -> tuple[bool, int]:
+    """Whether ``low[:pos]`` ends with ``text``, and the lowest position the answer read.
+
+    Compared from the last byte back, so a "no" reads only up to the first byte that differs:
+    a memoised decision then covers every hit that agrees on those few bytes (see ``decide``).
+    The position is -1 when the comparison ran into the start of the buffer.
+    """
+    k = len(text)
+    if pos >= k and low[pos - k : pos] == text:
+        return True, pos - k
+    p = pos - 1
+    for c in reversed(text):
+        if p < 0:
+            return False, -1
+        if low[p] != c:
+            return False, p
+        p -= 1
+    return True, p + 1  # not reached: a whole match was found above
+
+
+def _continues_word(low: bytes, pos: int, chars: frozenset[int]) -> tuple[bool, int]:
+    r"""Whether the byte before ``pos`` is one of ``chars`` that continues a word (so ``pos`` is
+    not where a scheme or a host starts), and the lowest position read (-1: the buffer start).
+
+    The last character of an escape is no word: ``%3Dhttps%3A`` is "=https:", ``%253Dhttp`` is
+    a doubly encoded "=http", ``\x3dhttps``/``\u003dhttps`` in scripts, and ``\nhttps://`` in
+    JSON or JS is a new line then a URL (an odd number of backslashes: ``\\nhttps`` is a
+    backslash then the word "nhttps")."""
+    if pos <= 0:
+        return False, -1
+    c = low[pos - 1]
+    if c not in chars:
+        return False, pos - 1
+    lo = pos - 1
+    if c in _JS_ESCAPE_LETTERS:
+        p = pos - 2
+        while p >= 0 and low[p] == 0x5C and pos - 2 - p < _MAX_BACKSLASHES:
+            p -= 1
+        count = pos - 2 - p
+        if count:
+            # SECURITY: a run of backslashes is read only so far; a longer one is a word.
+            return count % 2 == 0 or count >= _MAX_BACKSLASHES, max(p, -1)
+    if c not in _HEX_SET:
+        return True, lo
+    if pos < 2:
+        return True, -1
+    if low[pos - 2] not in _HEX_SET:
+        return True, pos - 2
+    if pos < 3:
+        return True, -1
+    c3 = low[pos - 3]
+    if c3 == 0x25:  # %XX
+        return False, pos - 3
+    if c3 == 0x78:  # \xXX
+        if pos < 4:
+            return True, -1
+        return low[pos - 4] != 0x5C, pos - 4
+    if c3 not in _HEX_SET:
+        return True, pos - 3
+    if pos < 5:
+        return True, -1
+    if low[pos - 4] not in _HEX_SET:
+        return True, pos - 4
+    if c3 == 0x35 and low[pos - 4] == 0x32 and low[pos - 5] == 0x25:
+        return False, pos - 5  # %25XX: a doubly encoded byte ("%253Dhttp%253A...")
+    if low[pos - 5] != 0x75:  # \uXXXX
+        return True, pos - 5
+    if pos < 6:
+        return True, -1
+    return low[pos - 6] != 0x5C, pos - 6
 
 
 def _hex_at(low: bytes, pos: int, count: int) -> int | None:
@@ -334,14 +402,19 @@ class Matcher:
         self.accelerated = ACCELERATED if accelerated is None else accelerated
         if self.accelerated and (_hostscan is None or len(anchors) > _hostscan.MAX_ANCHORS):
             self.accelerated = False
-        new_memo: Callable[[], MemoTable] = _hostscan.Memo if self.accelerated else dict
-        # Decisions by the bytes around a hit (per anchor, so keys of one length only ever
-        # meet keys of the same anchor): KL bytes before it, the anchor and one byte after.
-        self._memos: dict[bytes, MemoTable] = {a: new_memo() for a in anchors}
-        # The same for hits followed by a port, keyed with _KR_PORT bytes after the anchor.
-        self._memos_right: dict[bytes, MemoTable] = {a: new_memo() for a in anchors}
+        # The compiled loop's memo, per anchor: each decision filed under exactly the bytes it
+        # read (see _remember), so one entry serves every hit of that form of that host.
+        self._shaped: dict[bytes, _hostscan.Memo] = (
+            {a: _hostscan.Memo() for a in anchors} if self.accelerated else {})
+        self._specs = tuple((a, self._shaped[a]) for a in anchors) if self.accelerated else ()
+        # The pure-Python loop's memos, per anchor (so keys of one length only ever meet keys of
+        # the same anchor): decisions by the KL bytes before a hit, the anchor and one byte
+        # after it; and, for hits followed by a port, by _KR_PORT bytes after the anchor. A
+        # fixed window costs Python one slice per hit, where finding the exact bytes would cost
+        # more than it saves.
+        self._memos: dict[bytes, dict[bytes, Edit]] = {a: {} for a in anchors}
+        self._memos_right: dict[bytes, dict[bytes, Edit]] = {a: {} for a in anchors}
         self._kl = {a: _KL_TLD if a.startswith(b".") else _KL for a in anchors}
-        self._specs = tuple((a, self._kl[a], self._memos[a], self._memos_right[a], _KR_PORT) for a in anchors)
         self._seen = dict.fromkeys(anchors, 0)  # hits per anchor so far: the busiest runs inline
         self._replacements: dict[tuple[str, str | None, str, bytes], bytes] = {}
         # With few anchors, each is searched case-insensitively in the buffer itself (see
@@ -536,18 +609,17 @@ class Matcher:
                 append((i + rel_start, i + rel_end, repl))
 
     def _miss(self, buf: bytes, i: int, anchor: bytes, base: int, at_start: bool, final: bool) -> Edit | None:
-        """A hit the first memo does not know: try the memo of port contexts, then decide it
-        from scratch and memoise the decision if the bytes it read all lie inside the key.
-        None when the decision needs bytes not received yet (the caller holds them back)."""
+        """A hit no memo knew: decide it from scratch and memoise the decision where it can be
+        (see _remember and, for the pure-Python loop, _remember_window). None when the decision
+        needs bytes not received yet (the caller holds them back)."""
         m = len(anchor)
-        kl = self._kl[anchor]
-        k0 = i - kl
-        n = len(buf)
-        right = self._memos_right[anchor]
-        if k0 >= base and i + m + _KR_PORT <= n:
-            known = right.get(buf[k0 : i + m + _KR_PORT])
-            if known is not None:
-                return known
+        if not self.accelerated:
+            kl = self._kl[anchor]
+            k0 = i - kl
+            if k0 >= base and i + m + _KR_PORT <= len(buf):
+                known = self._memos_right[anchor].get(buf[k0 : i + m + _KR_PORT])
+                if known is not None:
+                    return known
         low = self._low
         if low is None:
             low = self._low = buf.lower()
@@ -561,18 +633,63 @@ class Matcher:
             rel: Edit = (action[0] - i, action[1] - i, action[2])
         else:
             rel = _NO_EDIT
+        if self.accelerated:
+            self._remember(buf, low, i, anchor, lo, hi, rel)
+        else:
+            self._remember_window(buf, i, anchor, base, lo, hi, rel)
+        return rel
+
+    def _remember(self, buf: bytes, low: bytes, i: int, anchor: bytes, lo: int, hi: int, rel: Edit) -> None:
+        """File a decision in the compiled loop's memo under the bytes it read, ``buf[lo:hi]``.
+
+        Their shape says where such a key lies around any hit: from so many bytes before the
+        start of the host run (where the scheme, slashes and escapes are), or before the anchor
+        for a decision that never looked left of it, to so many bytes after the anchor. Any hit
+        with the same bytes in the same place gets the same decision, since the decision read
+        nothing else; the bytes around them (an attribute, the rest of a URL) are not in the key.
+        """
+        n = len(buf)
+        if lo < 0 or hi > n:
+            return  # it depended on where the buffer starts or ends: not a property of the bytes
+        e = i + len(anchor)
+        if lo >= i:
+            at_anchor, start = True, i
+        else:
+            # The run start as _hostscan.c's run_start finds it; a run reaching the buffer start
+            # or longer than any host is never looked up there.
+            w0 = max(0, i - _RUN_LIMIT)
+            rs = w0 + len(low[w0:i].rstrip(_RUN_BYTES))
+            if rs == 0 or i - rs >= _RUN_LIMIT:
+                return
+            at_anchor, start = False, rs
+        left = max(0, start - lo)
+        right = hi - e
+        if left > _MAX_SHAPE or right > _MAX_SHAPE:
+            return
+        memo = self._shaped[anchor]
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        memo.store(buf[start - left : hi], left, right, at_anchor, rel)
+
+    def _remember_window(self, buf: bytes, i: int, anchor: bytes, base: int, lo: int, hi: int, rel: Edit) -> None:
+        """File a decision in the pure-Python loop's memos, if the bytes it read lie inside one
+        of their fixed windows around the hit."""
+        m = len(anchor)
+        kl = self._kl[anchor]
+        k0 = i - kl
+        n = len(buf)
         if lo < k0 or k0 < base:
-            return rel
+            return
         if hi <= i + m + 1 <= n:
             memo = self._memos[anchor]
             if len(memo) >= MEMO_LIMIT:
                 memo.clear()
             memo[buf[k0 : i + m + 1]] = rel
         elif hi <= i + m + _KR_PORT <= n:
+            right = self._memos_right[anchor]
             if len(right) >= MEMO_LIMIT:
                 right.clear()
             right[buf[k0 : i + m + _KR_PORT]] = rel
-        return rel
 
     # -- one hit --------------------------------------------------------------------------
 
@@ -603,7 +720,7 @@ class Matcher:
         elif not final:
             return None
         # 2. The run starts after the last non-host byte before the anchor.
-        w0 = max(0, i - MAX_HOST - 6)
+        w0 = max(0, i - _RUN_LIMIT)
         rs = w0 + len(low[w0:i].rstrip(_RUN_BYTES))
         if rs == w0 and (w0 > 0 or not at_start):
             # SECURITY: a run longer than any host name (and only such a run can reach back into
@@ -629,44 +746,52 @@ class Matcher:
             return SKIP, lo, hi
         if before == 0x40:
             return SKIP, lo, hi  # "@": an e-mail address or userinfo, not a link to the host
-        # 4. The scheme prefix ending where the host starts.
+        # 4. The scheme prefix ending where the host starts. Every comparison reads back only
+        #    as far as it must, and ``lo`` records how far that was: the memo then holds one
+        #    decision for every hit that agrees on those bytes, whatever else the page holds.
         scheme: str | None = None
         kind = "bare"
         start = hs
         sep_start = hs
         for sep, sep_kind in _SEPARATORS:
-            k = len(sep)
-            if hs >= k and low[hs - k : hs] == sep:
+            found, at = _ends_with(low, hs, sep)
+            lo = min(lo, at)
+            if found:
                 kind = sep_kind
-                sep_start = hs - k
+                sep_start = at
                 break
         if kind == "bare":
             if before == 0x2F:
                 return SKIP, lo, hi  # "/www.vendor.com/" or "%2Fwww.vendor.com": a path segment
         else:
-            # Colon (<= 6 bytes), scheme name (<= 5) and an escape before it (<= 4) are read.
-            lo = min(lo, sep_start - 16)
             colon_start = -1
             for colon in _COLONS[kind]:
-                k = len(colon)
-                if sep_start >= k and low[sep_start - k : sep_start] == colon:
-                    colon_start = sep_start - k
+                found, at = _ends_with(low, sep_start, colon)
+                lo = min(lo, at)
+                if found:
+                    colon_start = at
                     break
             if colon_start >= 0:
                 for name in _SCHEMES_BY_LENGTH:
-                    k = len(name)
-                    if colon_start >= k and low[colon_start - k : colon_start] == name:
-                        ks = colon_start - k
-                        if ks > 0 and low[ks - 1] in _SCHEME_SET and not _is_escape_end(low, ks):
+                    found, ks = _ends_with(low, colon_start, name)
+                    lo = min(lo, ks)
+                    if found:
+                        word, at = _continues_word(low, ks, _SCHEME_SET)
+                        lo = min(lo, at)
+                        if word:
                             return SKIP, lo, hi  # "xhttps://": some other scheme
                         scheme = name.decode("ascii")
                         start = ks
                         break
                 else:
+                    lo = min(lo, colon_start - 1)
                     if colon_start > 0 and low[colon_start - 1] in _SCHEME_SET:
                         return SKIP, lo, hi  # ftp://, android-app://: not web traffic
-            elif sep_start > 0 and low[sep_start - 1] in _RUN_SET and not _is_escape_end(low, sep_start):
-                return SKIP, lo, hi  # "path//www.vendor.com": an empty path segment, no host
+            else:
+                word, at = _continues_word(low, sep_start, _RUN_SET)
+                lo = min(lo, at)
+                if word:
+                    return SKIP, lo, hi  # "path//www.vendor.com": an empty path segment, no host
         # 5. An optional port after the host.
         port: int | None = None
         end = e
@@ -731,7 +856,9 @@ class Matcher:
         netloc = target.netloc
         if kind in ("pct", "pct2"):
             # Inside a percent-encoded URL the port's ":" must be encoded too, in the same case.
-            colon = "%3a" if (b"%2f" in sep_text or b"%3a" in sep_text) else "%3A"
+            # (The only letters of an encoded separator are hex digits: "%3a%2f%2f" and
+            # "%253a%252f%252f" are lower-case, whichever the level of encoding.)
+            colon = "%3a" if sep_text != sep_text.upper() else "%3A"
             netloc = netloc.replace(":", colon if kind == "pct" else "%25" + colon[1:])
         text = netloc.encode("ascii")
         if out_scheme is not None:
