@@ -1,13 +1,13 @@
-"""create_app(config): wires the parts, declares the middleware order, routes and lifecycle.
+"""create_app(config): wires the parts, declares the middleware, routes and lifecycle.
 
-One middleware, ``proxy_middleware``, does in order:
+One middleware, ``proxy_middleware``, owns every request: gather facts, decide, act.
 
 1. errors: every failure below becomes a plain page (no traceback ever reaches a browser);
-2. the Host header decides the request's kind: the proxy's own host, a proxied vendor host,
-   or "not configured";
-3. the client's address (trusted proxies only) and its library network, if any;
-4. the session from the cookie;
-5. the proxy's own routes, or the vendor.
+2. facts: the Host header names the proxy, a proxied vendor host (its route), or nothing
+   configured; the client's address (trusted proxies only) and its library network; the
+   session from the cookie;
+3. decide: ``gate.decide(facts)``, pure;
+4. act: the proxy's own routes, a page, or ``Forwarder.forward`` to the vendor.
 
 On a proxied host only ``/.libproxy/...`` is the proxy's own; every other path is the vendor's.
 """
@@ -24,22 +24,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from proxy import context
+from proxy import context, gate
 from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
-from proxy.forward.handler import RESERVED_PREFIX, login_redirect, proxy_to_vendor
-from proxy.membership import Membership
-from proxy.network import LibraryNetwork, Networks, client_address, parse_network
+from proxy.forward.handler import Assertion, Forwarder
+from proxy.forward.route import Routes, VendorRoute
+from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
+from proxy.records.observer import UsageObserver
 from proxy.records.service import Records
-from proxy.rewrite import HeaderMapper, RewriteTable, rewriting_loop
+from proxy.rewrite import rewriting_loop
 from proxy.sessions import Session, make_store
-from proxy.vendors import VendorMap
+from proxy.vendors import Origin, VendorMap
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
-from proxy.web.pages import Pages, redirect
+from proxy.web.pages import Pages, redirect, sign_in_link
 
 log = logging.getLogger("libproxy")
 
@@ -64,13 +65,12 @@ def load_secret(config: Config) -> bytes:
 
 @web.middleware
 async def proxy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The proxy's only middleware: ``dispatch`` inside a net that turns every failure into a
-    plain page. (aiohttp re-wraps each middleware on every request; on the proxying hot path
-    one layer instead of several is measurably faster.)"""
-    svc = context.services(request)
-    pages = svc.pages
+    """The proxy's only middleware: ``serve`` inside a net that turns every failure into a plain
+    page. (aiohttp re-wraps each middleware on every request; on the proxying hot path one layer
+    instead of several is measurably faster.)"""
+    pages = request.app[context.PAGES]
     try:
-        return await dispatch(request, handler)
+        return await serve(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             location = exc.headers.get("Location")
@@ -78,140 +78,131 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
             pages.secure(response)
             return response
         if exc.status == 404:
-            return pages.message(404, "Page not found", "There is no page at this address.", reason="not-found")
+            return pages.message("not-found")
         if exc.status == 405:
-            return pages.message(405, "Not allowed", "This page cannot be used that way.", reason="method")
-        return pages.message(exc.status, "Request refused", "The proxy could not use this request.",
-                             reason="http-error")
+            return pages.message("method")
+        return pages.message("http-error", status=exc.status)
     except BadInput as exc:
-        if exc.message == "not-configured":
-            return web_routes.not_configured(svc)
-        return pages.message(exc.status, "Request refused", exc.message, reason="bad-input")
+        return pages.message(exc.reason, status=exc.status)
     except DirectoryUnavailable as exc:
         log.error("patron directory unavailable: %s", type(exc).__name__)
-        response = pages.message(
-            503, "The library directory is unavailable",
-            "The library's patron directory is not answering right now, so new sign-ins cannot "
-            "be checked. Please try again in a few minutes. If you are already signed in, you "
-            "can keep reading.", reason="directory-unavailable",
-        )
+        response = pages.message("directory-unavailable")
         response.headers["Retry-After"] = "60"
         return response
     except StoreUnavailable:
         log.error("session store unavailable")
-        return pages.message(503, "Temporarily unavailable", "Please try again in a few minutes.",
-                             reason="store-unavailable")
+        return pages.message("store-unavailable")
     except UpstreamError as exc:
-        if exc.status == 504:
-            return pages.message(504, "The database is not answering",
-                                 "The database's own site did not answer in time. Please try again "
-                                 "in a few minutes.", reason="vendor-timeout")
-        return pages.message(502, "The database cannot be reached",
-                             "The database's own site could not be reached or sent a broken reply. "
-                             "Please try again later.", reason="vendor-unreachable")
+        return pages.message("vendor-timeout" if exc.status == 504 else "vendor-unreachable")
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         # The browser went away mid-request: nobody is left to show a page to.
         log.debug("client disconnected")
         return web.Response(status=400)
     except Exception:
         log.exception("unexpected error (request %s)", request.get("libproxy.request_id", "-"))
-        return pages.message(500, "Something went wrong",
-                             "The proxy hit an unexpected problem. Please try again.", reason="internal")
+        return pages.message("internal")
 
 
-async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Which host is asked for, who is asking, with which session; then the route or the vendor."""
-    svc = context.services(request)
+async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gather the request's facts, let the gate decide, act on the decision."""
+    app = request.app
     # SECURITY: only origin-form targets ("/path"): an absolute-form request line
     # ("GET http://evil.example/") would otherwise change what aiohttp thinks the host is.
     if not request.raw_path.startswith("/"):
-        raise BadInput("Malformed request.", 400)
+        raise BadInput("malformed-request")
     host = request.headers.get("Host", "").lower()
     if not _HOST_HEADER.match(host):
-        raise BadInput("Malformed Host header.", 400)
-    origin = None
-    if host != svc.vendors.proxy_host:
-        origin = svc.vendors.origin_for_host(host)
-        if origin is None:
-            raise BadInput("not-configured", 404)
-        request[context.VENDOR_ORIGIN] = origin
-    _note_client(request, svc)
-    await _load_session(request, svc)
-    if origin is None:
-        return await handler(request)
-    return await vendor_host(request, svc)
-
-
-def _note_client(request: web.Request, svc: context.Services) -> None:
-    """Decide the client's address once, and which library network (if any) it is on."""
-    header = svc.config.network.forwarded_header
-    address = client_address(request.remote, request.headers.getall(header, ()), header, svc.trusted_proxies)
-    request[context.CLIENT] = address
-    request[context.LIBRARY_GROUPS] = svc.networks.groups_for(address)
-
-
-async def _load_session(request: web.Request, svc: context.Services) -> None:
-    session_id = context.single_cookie(request, svc.cookie_name)
-    if not session_id or not _SESSION_ID.match(session_id):
-        return
-    session = await svc.store.get(session_id)
-    if session is not None and session.membership.source == "network" and not (
-        session.membership.groups <= context.library_groups(request)
-    ):
-        # An in-library session is tied to the library's network: carried home on a
-        # laptop, it is worth nothing, and the patron signs in with their card instead.
-        session = None
-    if session is not None:
-        await svc.store.touch(session)
-        request[context.SESSION] = session
-
-
-async def network_session(request: web.Request) -> Session | None:
-    """A session for a machine on a library network: its groups, and no patron key at all."""
-    groups = context.library_groups(request)
-    if not groups:
-        return None
-    svc = context.services(request)
-    session = await svc.store.create(Membership(groups=groups, key=None, source="network"))
-    request[context.SESSION] = session
-    return session
-
-
-async def vendor_host(request: web.Request, svc: context.Services) -> web.StreamResponse:
-    """Everything on a proxied host: the reserved paths, then the access check, then the vendor."""
-    origin = context.vendor_origin(request)
-    assert origin is not None
-    vendor = svc.vendors.match(origin)
-    assert vendor is not None
+        raise BadInput("malformed-host")
+    routes = app[context.ROUTES]
+    target = None
+    if host == routes.vendors.proxy_host:
+        kind = gate.HostKind.PROXY
+    else:
+        target = routes.for_host(host)
+        if target is None:
+            # Decided before anything else is looked at: no session lookup for unknown hosts.
+            return _act_not_configured(app)
+        kind = gate.HostKind.VENDOR
+    library = _note_client(request, app[context.CLIENTS])
+    session = await _load_session(request, app, library)
     path = request.raw_path.split("?", 1)[0]
-    if path.startswith(RESERVED_PREFIX):
-        if path == RESERVED_PREFIX + "connect" and request.method == "GET":
-            return await web_routes.connect(request)
+    facts = gate.Facts(host=kind, method=request.method, path=path, vendor=target[1].vendor if target else None,
+                       session=web_routes.patron_of(session), library=library)
+    decision = gate.decide(facts)
+    action = decision.action
+    if action is gate.Action.OWN_PAGE:
+        return await handler(request)
+    if action is gate.Action.FORWARD and target is not None:
+        return await _forward(request, routes, target, session, decision, library)
+    return await _act(request, decision, target)
+
+
+def _act_not_configured(app: web.Application) -> web.StreamResponse:
+    return app[context.PAGES].message("not-configured")
+
+
+async def _act(request: web.Request, decision: gate.Decision, target: tuple[Origin, VendorRoute] | None
+               ) -> web.StreamResponse:
+    """Every decision but forwarding and the proxy's own pages."""
+    app = request.app
+    action = decision.action
+    if action is gate.Action.CONNECT:
+        return await web_routes.connect(request)
+    if action is gate.Action.SIGN_IN and target is not None:
+        return redirect(sign_in_link(app[context.SITE].public_origin, f"{target[0]}{request.raw_path}"), 302)
+    if action is gate.Action.SIGNED_OUT:
+        return app[context.PAGES].message("signed-out-vendor")
+    if action is gate.Action.NOT_LICENSED and target is not None:
+        return web_routes.not_licensed(app[context.PAGES], app[context.CONFIG].group_names, target[1].vendor)
+    if action is gate.Action.NOT_FOUND:
         raise web.HTTPNotFound()
-    session = context.current_session(request)
-    licensed = session is not None and vendor.licensed_for(session.membership.groups)
-    if not licensed and vendor.is_anonymous(request.raw_path):
-        # Open resources: forwarded without sign-in and without any membership assertion.
-        return await proxy_to_vendor(request, svc, origin, vendor, session, member=False)
+    return _act_not_configured(app)
+
+
+async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, VendorRoute], session: Session | None,
+                   decision: gate.Decision, library: frozenset[str]) -> web.StreamResponse:
+    app = request.app
     on_response = None
-    if session is None and vendor.licensed_for(context.library_groups(request)):
-        session = await network_session(request)
-        assert session is not None
-        new_id = session.id
+    if decision.new_network_session:
+        session = await web_routes.open_network_session(app[context.SESSIONS], decision.new_network_session)
+        request[context.SESSION] = session
+        site, new_id = app[context.SITE], session.id
 
         def on_response(response: web.StreamResponse) -> None:
-            web_routes.set_session_cookie(response, svc, new_id)
+            web_routes.set_session_cookie(response, site, new_id)
 
+    origin, route = target
+    return await app[context.FORWARDER].forward(
+        request, routes, origin, route, session, member=decision.member, in_library=bool(library),
+        on_response=on_response,
+    )
+
+
+def _note_client(request: web.Request, clients: context.Clients) -> frozenset[str]:
+    """Decide the client's address once, and which library network (if any) it is on."""
+    address = clients.address(request)
+    if address is not None:
+        request[context.CLIENT] = address
+    library = clients.networks.groups_for(address)
+    request[context.LIBRARY_GROUPS] = library
+    return library
+
+
+async def _load_session(request: web.Request, app: web.Application, library: frozenset[str]) -> Session | None:
+    session_id = context.single_cookie(request, app[context.SITE].cookie_name)
+    if not session_id or not _SESSION_ID.match(session_id):
+        return None
+    store = app[context.SESSIONS]
+    session = await store.get(session_id)
     if session is None:
-        if request.method in ("GET", "HEAD"):
-            return login_redirect(request, origin)
-        return svc.pages.message(401, "Please sign in", "Your session has ended. Open the database "
-                                 "again from the library's list to sign in.",
-                                 links=svc.pages.to_databases("Databases"),
-                                 reason="signed-out")
-    if not vendor.licensed_for(session.membership.groups):
-        return web_routes.not_licensed(svc, vendor)
-    return await proxy_to_vendor(request, svc, origin, vendor, session, on_response=on_response)
+        return None
+    patron = web_routes.patron_of(session)
+    if patron is not None and not gate.session_usable(patron, library):
+        # Carried home on a laptop, an in-library session is worth nothing (see gate.py).
+        return None
+    await store.touch(session)
+    request[context.SESSION] = session
+    return session
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -234,6 +225,12 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+def build_routes(config: Config, site: context.Site) -> Routes:
+    """The vendor routes of one configuration (built once; a new configuration builds anew)."""
+    vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
+    return Routes(vendors, user_agent=config.upstream.user_agent, proxy_cookie_names=site.cookie_names)
+
+
 def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
     """Create the state directory, the keyed-hash secret and the signing keys if absent."""
     config.proxy.state_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +248,6 @@ async def _watch_keys(ring: KeyRing) -> None:
 def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         secret, keys = await asyncio.to_thread(_prepare_state, config)
-        https = config.proxy.scheme == "https"
         authenticator = make_authenticator(config, secret)
         await authenticator.start()
         store = make_store(config.sessions)
@@ -261,35 +257,38 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         if purge is not None:  # Redis expires its keys by itself
             records.retention.add("sessions", purge)
         await records.start()
-        vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
-        table = RewriteTable(vendors)
-        header_map = HeaderMapper(table)
-        app[context.SERVICES] = context.Services(
-            config=config,
-            vendors=vendors,
-            store=store,
-            authenticator=authenticator,
-            minter=AssertionMinter(keys, issuer=config.proxy.public_origin, scope=config.library.scope,
-                                   lifetime=config.assertion.lifetime),
-            client=client,
-            pages=Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme),
-            secret=secret,
-            cookie_name="__Host-libproxy" if https else "libproxy",
-            secure_cookies=https,
+        site = context.Site.from_config(config)
+        routes = build_routes(config, site)
+        pages = Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme)
+        minter = AssertionMinter(keys, issuer=config.proxy.public_origin, scope=config.library.scope,
+                                 lifetime=config.assertion.lifetime)
+        app[context.CONFIG] = config
+        app[context.SITE] = site
+        app[context.ROUTES] = routes
+        app[context.SESSIONS] = store
+        app[context.PATRONS] = authenticator
+        app[context.PAGES] = pages
+        app[context.RECORDS] = records
+        app[context.ASSERTIONS] = minter
+        app[context.CLIENTS] = context.Clients(
             networks=Networks([
                 LibraryNetwork(lib.name, tuple(n for n in map(parse_network, lib.cidrs) if n), lib.groups)
                 for lib in config.network.libraries
             ]),
             trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
-            records=records,
-            rewrite=table,
-            header_map=header_map,
-            proxy_policy=header_map.proxy_policy(),
+            forwarded_header=config.network.forwarded_header,
+        )
+        app[context.FORWARDER] = Forwarder(
+            client=client, store=store, answers=pages,
+            assertion=Assertion(minter, config.assertion.header, secret, config.library.scope),
+            observers=[UsageObserver(records, {v.id: v.counter for v in routes.vendors.vendors})],
+            max_upload=config.proxy.max_upload, read_timeout=config.upstream.read_timeout,
+            max_body=config.upstream.max_body,
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s, rewriting %s",
                  len(config.vendors), config.sessions.store, config.patrons.source, rewriting_loop())
         watcher = asyncio.create_task(_watch_keys(keys))
-        admin = await start_admin(app[context.SERVICES])
+        admin = await start_admin(app)
         try:
             yield
         finally:

@@ -204,7 +204,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 1
     path, alg, lifetime = cfg.assertion.key_file, cfg.assertion.algorithm, cfg.assertion.lifetime
     if args.keys_command == "rotate":
-        reader = config_mod.Reader({"grace": args.grace}, "keys rotate", config_mod.Problems(), Path.cwd())
+        from proxy.settings import Problems, Reader
+
+        reader = Reader({"grace": args.grace}, "keys rotate", Problems(), Path.cwd())
         grace = reader.duration("grace", "1d")
         if reader.problems.items:
             print(reader.problems.items[0], file=sys.stderr)
@@ -241,6 +243,37 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     return run_purge_command(cfg.records)
+
+
+def cmd_import_ezproxy(args: argparse.Namespace) -> int:
+    """Convert EZproxy configuration; the TOML goes to --out (or stdout), the report to --report
+    (or stderr). Exit 1 only when nothing could be read or written; findings are in the report."""
+    from proxy.ezproxy import ImportFailure, run_import
+    from proxy.ezproxy.report import render_json, render_text
+
+    groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
+    if not groups:
+        print("import-ezproxy: --groups must name at least one group (e.g. wolcott,bibliomation)", file=sys.stderr)
+        return 1
+    try:
+        result = run_import(args.files, groups)
+    except ImportFailure as exc:
+        print(f"import-ezproxy: {exc}", file=sys.stderr)
+        return 1
+    report = render_json(result.report) if args.json else render_text(result.report)
+    try:
+        if args.out:
+            Path(args.out).write_text(result.toml, encoding="utf-8")
+        else:
+            sys.stdout.write(result.toml)
+        if args.report:
+            Path(args.report).write_text(report, encoding="utf-8")
+        else:
+            sys.stderr.write(report)
+    except OSError as exc:
+        print(f"import-ezproxy: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", help="purge statistics older than their retention, now")
     purge.add_argument("--config", required=True)
     purge.set_defaults(func=cmd_purge)
+
+    ezproxy = sub.add_parser("import-ezproxy", help="convert EZproxy config.txt or stanza files into [[vendor]] entries")
+    ezproxy.add_argument("files", nargs="+", metavar="FILE",
+                         help="config.txt or stanza files, read in this order (IncludeFile is followed)")
+    ezproxy.add_argument("--out", help="write the TOML here (default: standard output)")
+    ezproxy.add_argument("--report", help="write the import report here (default: standard error)")
+    ezproxy.add_argument("--json", action="store_true", help="write the report as JSON for scripts")
+    ezproxy.add_argument("--groups", default="default",
+                         help="comma-separated groups that EZproxy's Default group (every database before any "
+                              "Group line) becomes, e.g. wolcott,bibliomation (default: default)")
+    ezproxy.set_defaults(func=cmd_import_ezproxy)
 
     patrons = sub.add_parser("patrons", help="manage the local patrons file")
     psub = patrons.add_subparsers(dest="patrons_command", required=True)

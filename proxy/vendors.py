@@ -26,16 +26,15 @@ Matching is exact host, or dot-boundary domain (``vendor.com`` matches ``www.ven
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 from urllib.parse import quote
 
-from proxy.records.stats import NO_PATTERNS, CounterPatterns
-
-if TYPE_CHECKING:
-    from proxy.config import VendorConfig
+from proxy.counters import NO_PATTERNS, CounterPatterns, parse_counter_patterns
+from proxy.settings import Problems, Reader
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_LABEL = 63
@@ -48,6 +47,45 @@ _ENC_DASH_RUN = re.compile(r"-+")
 # percent-encoding, whitespace, control characters) is refused outright in a URL's authority.
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?$", re.S)
 _AUTHORITY_BAD = re.compile(r"[@\\%\s\x00-\x1f\x7f]")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+VENDOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Host-name syntax
+
+
+def parse_hostport(text: str) -> tuple[str, int | None] | None:
+    """Split "host[:port]" into a lower-case host name and an optional port; None if invalid."""
+    host, sep, port_text = text.strip().lower().rpartition(":")
+    if not sep:
+        host, port_text = port_text, ""
+    port: int | None = None
+    if sep:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return None
+        port = int(port_text)
+    host = host.rstrip(".")
+    if not valid_host(host):
+        return None
+    return host, port
+
+
+def valid_host(host: str) -> bool:
+    """A DNS host name or an IPv4 literal (IPv6 vendors are not supported in host labels)."""
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+
+
+def valid_scope(scope: str) -> bool:
+    """A domain-like name (the library's scope in ``member@scope``)."""
+    return bool(_HOSTNAME.match(scope))
+
+
+# ----------------------------------------------------------------------------------------------
+# Origins and labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +193,6 @@ def decode_label(label: str) -> DecodedLabel | None:
 
 def normalise_host(raw: str) -> str | None:
     """Lower-case, strip one trailing dot, IDNA-encode; None when not a usable host."""
-    from proxy.config import valid_host
-
     host = raw.strip().rstrip(".") if raw.endswith(".") else raw
     try:
         host = host.encode("idna").decode("ascii").lower()
@@ -217,8 +253,6 @@ def parse_origin_spec(spec: str) -> tuple[Origin, ...] | None:
         if parsed is None or parsed.rest not in ("/", ""):
             return None
         return (parsed.origin,)
-    from proxy.config import parse_hostport
-
     hp = parse_hostport(spec)
     if hp is None:
         return None
@@ -240,6 +274,27 @@ def compile_globs(patterns: Sequence[str]) -> re.Pattern[str] | None:
     if not patterns:
         return None
     return re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+
+@dataclass(frozen=True)
+class VendorConfig:
+    id: str
+    title: str
+    start: str
+    hosts: tuple[str, ...]  # "scheme://host[:port]" origins, or bare "host[:port]" (https)
+    domains: tuple[str, ...]  # whole domains: every host under them, dot-boundary only
+    groups: frozenset[str]
+    description: str = ""
+    cookie_passthrough: bool = False
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    on_site: str = "proxy"  # in the library: "proxy" (no sign-in) or "direct" (straight to vendor)
+    anonymous: bool = False  # no sign-in at all (open resources)
+    anonymous_paths: tuple[str, ...] = ()  # glob patterns of paths open without sign-in
+    assert_on_site: bool = False  # tell the vendor whether the member is in the library
+    pairwise_id: bool = False  # send a per-vendor pseudonym as `sub` (opt-in, personal features)
+    counter: CounterPatterns = NO_PATTERNS  # which requests count as searches and downloads
+    rewrite: bool = True  # rewrite vendor host names in text bodies (off: stream untouched)
+    replace: tuple[tuple[str, str], ...] = ()  # literal find/replace rules for odd sites
 
 
 @dataclass(frozen=True)
@@ -411,8 +466,6 @@ def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") ->
             if other != cfg.id:
                 problems.append(f"{where} hosts: {origin} is also listed by vendor {other!r}")
         for domain in cfg.domains:
-            from proxy.config import valid_host
-
             if not valid_host(domain) or "." not in domain:
                 problems.append(
                     f"{where} domains: {domain!r} is not a domain with at least two labels "
@@ -437,3 +490,86 @@ def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") ->
             ):
                 problems.append(f"{where} start: the host of {cfg.start!r} is not in this vendor's hosts or domains")
     return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# The [[vendor]] tables of the configuration
+
+
+def _parse_replace(v: Reader) -> tuple[tuple[str, str], ...]:
+    """``[[vendor.replace]] find = "..." replace = "..."``: literal rules, like EZproxy's Find/Replace."""
+    raw = v.raw("replace", [])
+    if not isinstance(raw, list):
+        v.bad("replace", "must be an array of tables ([[vendor.replace]])")
+        return ()
+    rules: list[tuple[str, str]] = []
+    for index, item in enumerate(raw, start=1):
+        rule = item if isinstance(item, Mapping) else {}
+        find, replace = rule.get("find"), rule.get("replace")
+        if not isinstance(find, str) or not find or not isinstance(replace, str) or set(rule) - {"find", "replace"}:
+            v.bad("replace", f"rule #{index} must have exactly a non-empty find and a replace string")
+            continue
+        if len(find.encode()) > 4096:
+            v.bad("replace", f"rule #{index}: find is limited to 4096 bytes")
+            continue
+        rules.append((find, replace))
+    return tuple(rules)
+
+
+def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
+    patterns = v.str_list(key)
+    for pattern in patterns:
+        if not pattern.startswith("/"):
+            v.bad(key, f"{pattern!r} must be a path pattern starting with \"/\", like \"/open/*\"")
+    return patterns
+
+
+def parse_vendors(root: Reader, problems: Problems, base: Path, proxy_host: str) -> tuple[VendorConfig, ...]:
+    raw = root.raw("vendor", [])
+    if not isinstance(raw, list):
+        problems.add("[[vendor]]", "must be an array of tables ([[vendor]] sections)")
+        return ()
+    vendors: list[VendorConfig] = []
+    seen_ids: set[str] = set()
+    for index, item in enumerate(raw, start=1):
+        if not isinstance(item, Mapping):
+            problems.add(f"[[vendor]] #{index}", "must be a table")
+            continue
+        v = Reader(item, f"vendor #{index}", problems, base)
+        vid = v.str("id", required=True)
+        if vid:
+            v.where = f"vendor {vid!r}"
+            if not VENDOR_ID.match(vid):
+                v.bad("id", "must be 1-40 lower-case letters, digits, '-' or '_'")
+            if vid in seen_ids:
+                v.bad("id", "is used by another vendor")
+            seen_ids.add(vid)
+        hosts = v.str_list("hosts")
+        domains = tuple(d.lower().lstrip(".") for d in v.str_list("domains"))
+        start = v.str("start", required=True)
+        groups = frozenset(v.str_list("groups"))
+        if not groups:
+            v.bad("groups", "must name at least one group (who is licensed for this vendor?)")
+        if not hosts and not domains:
+            v.bad("hosts", "must list at least one host (e.g. \"www.vendor.com\")")
+        aliases = v.str_map("aliases")
+        vendors.append(
+            VendorConfig(
+                id=vid, title=v.str("title", vid), start=start, hosts=hosts, domains=domains,
+                groups=groups, description=v.str("description"),
+                cookie_passthrough=v.bool("cookie_passthrough", False), aliases=aliases,
+                on_site=v.choice("on_site", "proxy", ("proxy", "direct")),
+                anonymous=v.bool("anonymous", False),
+                anonymous_paths=_check_globs(v, "anonymous_paths"),
+                assert_on_site=v.bool("assert_on_site", False),
+                pairwise_id=v.bool("pairwise_id", False),
+                counter=parse_counter_patterns(v.sub("counter")),
+                rewrite=v.bool("rewrite", True),
+                replace=_parse_replace(v),
+            )
+        )
+        v.unknown_keys()
+    # Host syntax, duplicates and start-URL checks need the whole table.
+    for problem in check_vendor_table(vendors, proxy_host):
+        problems.add("", problem)
+    return tuple(vendors)

@@ -210,12 +210,12 @@ class RunningProxy:
     runner: web.AppRunner
 
     def proxied_host(self, origin: str) -> str:
-        from proxy.context import SERVICES
+        from proxy.context import ROUTES
         from proxy.vendors import parse_absolute_url
 
         parsed = parse_absolute_url(origin)
         assert parsed is not None
-        netloc = self.app[SERVICES].vendors.proxied_netloc(parsed.origin)
+        netloc = self.app[ROUTES].vendors.proxied_netloc(parsed.origin)
         assert netloc is not None
         return netloc
 

@@ -97,9 +97,9 @@ async def test_running_proxy_picks_up_a_rotation(tmp_path: Path, echo: EchoVendo
         b = Browser(running)
         before = (await b.get(f"http://{PROXY_HOST}/.well-known/jwks.json")).json()
         new = rotate_keys(config.assertion.key_file, "ES256", grace=0, lifetime=300)
-        from proxy.context import SERVICES
+        from proxy.context import ASSERTIONS
 
-        ring = running.app[SERVICES].minter._ring
+        ring = running.app[ASSERTIONS]._ring
         assert ring is not None and ring.reload_if_changed()
         after = (await b.get(f"http://{PROXY_HOST}/.well-known/jwks.json")).json()
         assert len(after["keys"]) == 2 and len(before["keys"]) == 1

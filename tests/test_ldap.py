@@ -26,7 +26,6 @@ import pytest
 from ldap3.utils.dn import parse_dn
 
 from proxy import config as config_mod
-from proxy.config import Problems, Reader
 from proxy.errors import DirectoryUnavailable
 from proxy.membership import Membership
 from proxy.patrons.base import CardRefused
@@ -39,6 +38,7 @@ from proxy.patrons.ldap import (
     expires_at,
     parse_options,
 )
+from proxy.settings import Problems, Reader
 from tests.ldap_server import (
     GROUPS,
     PATRONS,

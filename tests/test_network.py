@@ -84,9 +84,9 @@ async def test_in_library_machine_reads_without_sign_in(proxy: RunningProxy, ech
     direct = await b2.get(f"http://{host}/echo/y", follow=False)
     assert direct.status == 200 and direct.json()["path"] == "/echo/y"
     # The in-library session holds no patron key.
-    from proxy.context import SERVICES
+    from proxy.context import SESSIONS
 
-    session = await proxy.app[SERVICES].store.get(b.cookies[PROXY_HOST]["libproxy"])
+    session = await proxy.app[SESSIONS].get(b.cookies[PROXY_HOST]["libproxy"])
     assert session is not None and session.membership.key is None and session.membership.source == "network"
     await b.close()
     await b2.close()

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from proxy.context import SERVICES
+from proxy.context import RECORDS, SESSIONS
 from proxy.patrons.hashing import hash_pin
 from proxy.patrons.local import add_patron
 from proxy.records.logsetup import setup_logging
@@ -74,8 +74,8 @@ async def test_a_full_visit_leaves_no_marker_anywhere(tmp_path: Path, echo: Echo
         # Bad input on the way, which must log nothing identifying either.
         await b.get(f"http://{PROXY_HOST}/login?url={quote('https://' + MARK_TERM + '.example/')}")
         await b.get(f"http://{host}/slow?s=5&q={MARK_TERM}", follow=False)
-        svc = running.app[SERVICES]
-        store_dump = json.dumps([s.to_dict() for s in svc.store._sessions.values()])  # type: ignore[attr-defined]
+        store = running.app[SESSIONS]
+        store_dump = json.dumps([s.to_dict() for s in store._sessions.values()])  # type: ignore[attr-defined]
         await b.get(f"http://{PROXY_HOST}/logout")
         await b.close()
     written: dict[str, bytes] = {"logs": captured_logs.getvalue().encode(), "session store": store_dump.encode()}
@@ -93,7 +93,7 @@ async def test_a_full_visit_leaves_no_marker_anywhere(tmp_path: Path, echo: Echo
     # The session store held the vendor's cookie (that is its job) but never the card, PIN,
     # search or address; once signed out, the session and its jar are gone.
     assert "vendorcookie42" in store_dump
-    assert not running.app[SERVICES].store._sessions  # type: ignore[attr-defined]
+    assert not running.app[SESSIONS]._sessions  # type: ignore[attr-defined]
 
 
 async def test_statistics_from_a_scripted_mix(tmp_path: Path, echo: EchoVendor) -> None:
@@ -117,10 +117,10 @@ async def test_statistics_from_a_scripted_mix(tmp_path: Path, echo: EchoVendor) 
             b = Browser(running, local_addr="127.0.0.2")
             assert (await b.get(f"http://{PROXY_HOST}/login?url={quote(origin + '/')}")).status == 200
             await b.close()
-        svc = running.app[SERVICES]
-        await svc.records.stats.flush()
-        today = day_of(svc.records.stats._clock(), None)
-        report = await svc.records.stats.report(today, today, period="day", threshold=5)
+        stats = running.app[RECORDS].stats
+        await stats.flush()
+        today = day_of(stats._clock(), None)
+        report = await stats.report(today, today, period="day", threshold=5)
         rows = {r.vendor: r.cells for r in report.rows}
         echo_row = rows["echo"]
         assert echo_row["sessions_remote"].text == "6"

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from jwt import PyJWKSet
 
-from proxy.context import SERVICES
+from proxy.context import ASSERTIONS, SESSIONS
 from tests.support import PROXY_HOST, Browser, EchoVendor, RunningProxy, base_config, free_port, run_proxy
 
 
@@ -248,7 +248,7 @@ async def test_new_session_id_at_every_sign_in(proxy: RunningProxy, echo: EchoVe
     browser.cookies[PROXY_HOST]["libproxy"] = first
     await browser.post(f"http://{PROXY_HOST}/login", data={"csrf": csrf, "url": "", "card": "2000", "pin": "2222"})
     assert browser.cookies[PROXY_HOST]["libproxy"] != first
-    store = proxy.app[SERVICES].store
+    store = proxy.app[SESSIONS]
     assert await store.get(first) is None
     cookie_lines = [raw for host, raw in browser.set_cookie_headers if raw.startswith("libproxy=")]
     assert all("HttpOnly" in raw and "SameSite=Lax" in raw and "Domain" not in raw for raw in cookie_lines)
@@ -443,13 +443,12 @@ async def test_databases_lists_vendors_and_jwks_is_public(proxy: RunningProxy, e
     assert quote(f"{echo.origin}/", safe="") in page.text
     jwks = (await browser.get(f"http://{PROXY_HOST}/.well-known/jwks.json")).json()
     assert jwks["keys"][0]["kty"] == "EC" and "d" not in jwks["keys"][0]
-    svc = proxy.app[SERVICES]
-    assert jwks["keys"][0]["kid"] == svc.minter.signing_key.kid
+    assert jwks["keys"][0]["kid"] == proxy.app[ASSERTIONS].signing_key.kid
 
 
 async def test_session_holds_no_card_or_pin(proxy: RunningProxy, echo: EchoVendor) -> None:
     b = await signed_in(proxy, echo)
-    store = proxy.app[SERVICES].store
+    store = proxy.app[SESSIONS]
     session = await store.get(b.cookies[PROXY_HOST]["libproxy"])
     assert session is not None
     def strings(value: object) -> list[str]:

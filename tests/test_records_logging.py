@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Problems, Reader
 from proxy.records.logsetup import (
     ALLOWED_EXTRAS,
     LogOptions,
@@ -20,6 +19,7 @@ from proxy.records.logsetup import (
     setup_logging,
 )
 from proxy.records.scrub import header_names, scrub, scrub_traceback
+from proxy.settings import Problems, Reader
 
 CARD = "21234009876543"
 CARD_SPACED = "2123 4009 8765 43"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from proxy import config as config_mod
-from proxy.config import Problems, Reader
 from proxy.records.options import DAY, RecordsOptions, default_options, parse_options
 from proxy.records.privacy import PrivacyFacts, human_duration, privacy_summary
 from proxy.records.security import SecurityOptions, UsageLimit
+from proxy.settings import Problems, Reader
 
 
 def _records(data: dict[str, Any], tmp_path: Path) -> tuple[RecordsOptions, list[str]]:

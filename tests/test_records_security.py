@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Problems, Reader
 from proxy.records.security import (
     SecurityMemory,
     SecurityOptions,
@@ -19,6 +18,7 @@ from proxy.records.security import (
     parse_rate,
     parse_security_options,
 )
+from proxy.settings import Problems, Reader
 
 CARD = "21234009876543"
 OTHER_CARD = "21234001111111"

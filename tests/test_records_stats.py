@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Problems, Reader
 from proxy.records.commands import add_stats_arguments, run_stats_command, stats_from_args
 from proxy.records.options import RecordsOptions
 from proxy.records.report import COLUMNS, Report, build_report, plan_month, render_table, report_csv
@@ -26,6 +25,7 @@ from proxy.records.stats import (
     compile_patterns,
     parse_counter_patterns,
 )
+from proxy.settings import Problems, Reader
 
 DAY1 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 3, 3, 15, 30, tzinfo=UTC).timestamp()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from proxy.errors import StoreUnavailable
 from proxy.membership import Membership
-from proxy.sessions import SessionStore
+from proxy.sessions import Cookie, SessionStore, Ticket
 from proxy.sessions.memory import MemorySessionStore
 from proxy.sessions.redis import RedisSessionStore
 from tests.redis_server import redis_server, redis_server_path
@@ -78,14 +80,35 @@ async def test_idle_and_absolute_expiry(store_and_clock: tuple[SessionStore, Clo
     assert await store.get(idle.id) is None
 
 
+def _cookie(name: str, value: str = "v", expires: float | None = None) -> Cookie:
+    return Cookie(name=name, value=value, domain="x.example", host_only=True, path="/", secure=False,
+                  expires=expires)
+
+
 async def test_jar_is_saved(store_and_clock: tuple[SessionStore, Clock]) -> None:
-    store, _ = store_and_clock
+    store, clock = store_and_clock
     session = await store.create(MEMBER)
-    session.jars["gale"] = [{"name": "a", "value": "b", "domain": "x.example", "host_only": True, "path": "/",
-                             "secure": False, "expires": None}]
-    await store.save(session)
+    await store.set_cookies(session, "gale", [_cookie("a", "b")], clock.now)
+    await store.mark_visited(session, "gale")
     found = await store.get(session.id)
-    assert found is not None and found.jars["gale"][0]["value"] == "b"
+    assert found is not None and [c.value for c in found.jars["gale"]] == ["b"]
+    assert found.visited == {"gale"}
+    # An expired cookie removes its namesake.
+    await store.set_cookies(found, "gale", [_cookie("a", expires=clock.now - 1)], clock.now)
+    again = await store.get(session.id)
+    assert again is not None and not again.jars.get("gale")
+
+
+async def test_concurrent_responses_keep_every_cookie(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    """Three responses of one vendor for one patron, each setting a cookie, handled at once from
+    copies of the session read before any of them wrote (as two instances would): none is lost."""
+    store, clock = store_and_clock
+    session = await store.create(MEMBER)
+    copies = [await store.get(session.id) for _ in range(3)]
+    await asyncio.gather(*(store.set_cookies(c, "gale", [_cookie(f"c{i}")], clock.now)
+                           for i, c in enumerate(copies) if c is not None))
+    found = await store.get(session.id)
+    assert found is not None and {c.name for c in found.jars["gale"]} == {"c0", "c1", "c2"}
 
 
 async def test_sign_out_everywhere(store_and_clock: tuple[SessionStore, Clock]) -> None:
@@ -101,8 +124,9 @@ async def test_sign_out_everywhere(store_and_clock: tuple[SessionStore, Clock]) 
 
 async def test_tickets_once(store_and_clock: tuple[SessionStore, Clock]) -> None:
     store, _ = store_and_clock
-    await store.add_ticket("t" * 32, "sid", "/path?q=1", 60)
-    assert await store.take_ticket("t" * 32) == ("sid", "/path?q=1")
+    ticket = Ticket("sid", "https://h.example/path?q=1", ("https://a.example",), "bind")
+    await store.add_ticket("t" * 32, ticket, 60)
+    assert await store.take_ticket("t" * 32) == ticket
     assert await store.take_ticket("t" * 32) is None
     assert await store.take_ticket("u" * 32) is None
 
@@ -115,7 +139,15 @@ async def test_redis_holds_no_session_id_and_fails_clearly(redis_url: str) -> No
     session = await store.create(MEMBER)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     keys = client.keys("libproxy:*")
-    dump = json.dumps({k: client.get(k) if client.type(k) == "string" else sorted(client.smembers(k)) for k in keys})
+    await store.set_cookies(session, "gale", [_cookie("a")], time.time())
+    keys = client.keys("libproxy:*")
+
+    def value(key: str) -> object:
+        kind = client.type(key)
+        return client.get(key) if kind == "string" else client.hgetall(key) if kind == "hash" else sorted(
+            client.smembers(key))
+
+    dump = json.dumps({k: value(k) for k in keys})
     assert session.id not in dump
     assert all(0 < client.ttl(k) <= 300 for k in keys)
     client.close()

@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy import context
 from proxy.errors import UpstreamError, VendorUnreachable
-from proxy.forward import cookies
 from proxy.forward.headers import response_headers
+from proxy.forward.hooks import Answers
+from proxy.forward.route import Routes, VendorRoute
 from proxy.rewrite import (
     REFERRER_POLICY,
     BodyRewriter,
-    FindReplace,
     choose_encoding,
     etag_for_rewritten,
     is_rewritable,
@@ -43,7 +42,7 @@ from proxy.rewrite import (
     media_type,
     rewrite_body,
 )
-from proxy.sessions import Session
+from proxy.sessions import Cookie, parse_set_cookie
 from proxy.vendors import Origin, Vendor, parse_absolute_url
 
 log = logging.getLogger("libproxy.forward")
@@ -59,31 +58,24 @@ def _is_document(mtype: str) -> bool:
     embed scripts and references). PDFs, images, JSON... are not given the policy."""
     return mtype in HTML_TYPES or mtype.endswith(("/xml", "+xml"))
 OnResponse = Callable[[web.StreamResponse], None] | None
+# Keeps the cookies a vendor set in the session's jar; None when there is no session.
+KeepCookies = Callable[[list[Cookie]], Awaitable[None]] | None
 
 
-def _rules(svc: context.Services, vendor: Vendor) -> tuple[FindReplace, ...]:
-    rules = svc.replace_rules.get(vendor.id)
-    if rules is None:
-        rules = svc.replace_rules[vendor.id] = tuple(FindReplace(f, r) for f, r in vendor.replace)
-    return rules
-
-
-def _store_cookies(upstream: aiohttp.ClientResponse, origin: Origin, path: str, jar: list[cookies.Record],
-                   now: float) -> bool:
-    changed = False
+def _vendor_cookies(upstream: aiohttp.ClientResponse, origin: Origin, path: str, now: float) -> list[Cookie]:
+    found = []
     for value in upstream.headers.getall("Set-Cookie", ()):
-        record = cookies.parse_set_cookie(value, origin.host, path, now)
-        if record is not None:
-            cookies.store(jar, record, now)
-            changed = True
-    return changed
+        cookie = parse_set_cookie(value, origin.host, path, now)
+        if cookie is not None:
+            found.append(cookie)
+    return found
 
 
-def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.ClientResponse
+def _map_headers(routes: Routes, origin: Origin, upstream: aiohttp.ClientResponse
                  ) -> tuple[CIMultiDict[str], str | None]:
     """Response headers for the browser, and the Location that leaves the proxy, if any."""
     out: CIMultiDict[str] = CIMultiDict(response_headers(upstream.headers.items()))
-    mapper = svc.header_map
+    mapper = routes.header_map
     leaving = None
     present = {name.lower() for name in out}
     for name, mapping in (
@@ -113,16 +105,18 @@ def _map_headers(svc: context.Services, origin: Origin, upstream: aiohttp.Client
     return out, leaving
 
 
-async def relay(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
-                session: Session | None, jar: list[cookies.Record], upstream: aiohttp.ClientResponse,
+async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin: Origin,
+                upstream: aiohttp.ClientResponse, answers: Answers, max_body: int, keep_cookies: KeepCookies,
                 on_response: OnResponse) -> tuple[web.StreamResponse, int]:
     """Send the vendor's answer on to the browser; returns it with the body bytes received."""
-    if "Set-Cookie" in upstream.headers and _store_cookies(
-            upstream, origin, request.raw_path.split("?", 1)[0], jar, time.time()) and session is not None:
-        await svc.store.save(session)
-    out, leaving = _map_headers(svc, origin, upstream)
+    vendor = route.vendor
+    if keep_cookies is not None and "Set-Cookie" in upstream.headers:
+        found = _vendor_cookies(upstream, origin, request.raw_path.split("?", 1)[0], time.time())
+        if found:
+            await keep_cookies(found)
+    out, leaving = _map_headers(routes, origin, upstream)
     if leaving is not None:
-        page = leaving_page(svc, leaving)
+        page = answers.leaving(_leaving_target(leaving))
         if on_response is not None:
             on_response(page)
         return page, 0
@@ -130,19 +124,19 @@ async def relay(request: web.Request, svc: context.Services, origin: Origin, ven
     content_type = upstream.headers.get("Content-Type")
     if content_type is not None and _is_document(media_type(content_type)[0]):
         # Added beside the vendor's own policy: browsers enforce both, so this only narrows.
-        out.add("Content-Security-Policy", svc.proxy_policy)
+        out.add("Content-Security-Policy", routes.proxy_policy)
     has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
     rewrite = vendor.rewrite and upstream.status != 206 and content_type is not None and is_rewritable(content_type)
     if rewrite:
         out.popall("Content-Length", None)
-        etag = etag_for_rewritten(out.get("ETag"), svc.rewrite.fingerprint)
+        etag = etag_for_rewritten(out.get("ETag"), routes.rewrite.fingerprint)
         out.popall("ETag", None)
         if etag is not None:
             out["ETag"] = etag
-    elif upstream.status == 304 and "ETag" in out and svc.rewrite.fingerprint in request.headers.get(
+    elif upstream.status == 304 and "ETag" in out and routes.rewrite.fingerprint in request.headers.get(
             "If-None-Match", ""):
         # The browser revalidated a rewritten body: answer in the rewritten body's terms.
-        etag = etag_for_rewritten(out["ETag"], svc.rewrite.fingerprint)
+        etag = etag_for_rewritten(out["ETag"], routes.rewrite.fingerprint)
         out.popall("ETag", None)
         if etag is not None:
             out["ETag"] = etag
@@ -155,7 +149,7 @@ async def relay(request: web.Request, svc: context.Services, origin: Origin, ven
         return response, 0
     length = upstream.content_length if "Transfer-Encoding" not in upstream.headers else None
     if rewrite:
-        return await _rewritten(request, svc, origin, vendor, upstream, out, length, on_response)
+        return await _rewritten(request, routes, route, origin, upstream, out, length, max_body, on_response)
     return await _passed_through(request, vendor, upstream, out, length, on_response)
 
 
@@ -184,19 +178,20 @@ async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohtt
     return response, received
 
 
-async def _rewritten(request: web.Request, svc: context.Services, origin: Origin, vendor: Vendor,
-                     upstream: aiohttp.ClientResponse, out: CIMultiDict[str], length: int | None,
+async def _rewritten(request: web.Request, routes: Routes, route: VendorRoute, origin: Origin,
+                     upstream: aiohttp.ClientResponse, out: CIMultiDict[str], length: int | None, max_body: int,
                      on_response: OnResponse) -> tuple[web.StreamResponse, int]:
-    matcher = svc.rewrite.to_proxy(origin.scheme)
+    vendor = route.vendor
+    matcher = routes.rewrite.to_proxy(origin.scheme)
     vendor_coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     small = length is not None and length <= SMALL_BODY
-    rules = _rules(svc, vendor)
+    rules = route.rules
     if vendor_coding == "identity" and small:
         # The commonest case (small API answers, scripts, pages' fragments), in one call. The
         # vendor did not think it worth compressing, and neither is it for us: encoding a small
         # body costs more CPU than the bytes it saves on the way to the browser.
         body = await _read(upstream, vendor)
-        if not rules and not matcher.accelerated and not _mentions_a_host(svc, body):
+        if not rules and not matcher.accelerated and not _mentions_a_host(routes, body):
             # Nothing to rewrite (most small answers of an API): a quick test that spares the
             # pure-Python loop its passes. The compiled loop is quicker than the test.
             body_out = body
@@ -204,7 +199,7 @@ async def _rewritten(request: web.Request, svc: context.Services, origin: Origin
             body_out = rewrite_body(matcher, body, rules)
         return await _send_whole(request, upstream, out, body_out, on_response), len(body)
 
-    decoder = make_decoder(vendor_coding, max_size=svc.config.upstream.max_body)
+    decoder = make_decoder(vendor_coding, max_size=max_body)
     coding = choose_encoding(request.headers.get("Accept-Encoding"))
     out.popall("Content-Encoding", None)
     if coding != "identity":
@@ -303,10 +298,10 @@ async def _send_whole(request: web.Request, upstream: aiohttp.ClientResponse, ou
     return response
 
 
-def _mentions_a_host(svc: context.Services, body: bytes) -> bool:
+def _mentions_a_host(routes: Routes, body: bytes) -> bool:
     """A quick, conservative test: False only when no configured host can be in ``body``."""
     low = body.lower()
-    return any(anchor in low for anchor in svc.rewrite.forward_anchors)
+    return any(anchor in low for anchor in routes.rewrite.forward_anchors)
 
 
 async def _read(upstream: aiohttp.ClientResponse, vendor: Vendor) -> bytes:
@@ -325,13 +320,8 @@ def _broken(request: web.Request, vendor: Vendor, response: web.StreamResponse, 
     return response, received
 
 
-def leaving_page(svc: context.Services, target: str) -> web.Response:
-    """What the browser gets instead of a redirect to a site the proxy does not serve."""
-    parsed = parse_absolute_url(target)
-    links = [(f"{parsed.origin}{parsed.rest}", "Continue outside the library's proxy")] if parsed else []
-    return svc.pages.message(
-        200, "This link leaves the library's databases",
-        "The database sent you to a site that your library does not provide through this proxy. "
-        "If you continue, that site will see your own connection rather than the library's.",
-        links=links, reason="leaving",
-    )
+def _leaving_target(location: str) -> str | None:
+    """A Location leaving the proxy, as a link the leaving page may show: only a plain
+    http(s) URL, re-serialised; anything else gets no link."""
+    parsed = parse_absolute_url(location)
+    return f"{parsed.origin}{parsed.rest}" if parsed else None

@@ -17,8 +17,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import context
 from proxy.errors import VendorUnreachable
+from proxy.forward.hooks import Answers
+from proxy.forward.route import Routes
 from proxy.vendors import Origin, Vendor, parse_absolute_url
 
 log = logging.getLogger("libproxy.forward")
@@ -33,33 +34,28 @@ def is_websocket(request: web.Request) -> bool:
     return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-async def proxy_websocket(request: web.Request, origin: Origin, vendor: Vendor,
-                          headers: CIMultiDict[str]) -> web.StreamResponse:
+async def proxy_websocket(request: web.Request, client: aiohttp.ClientSession, answers: Answers, routes: Routes,
+                          origin: Origin, vendor: Vendor, headers: CIMultiDict[str]) -> web.StreamResponse:
     """Relay one WebSocket between the browser and the vendor; ``headers`` are the policy's."""
-    svc = context.services(request)
     probe = web.WebSocketResponse()
     if not probe.can_prepare(request).ok:
-        return svc.pages.message(400, "Request refused", "This connection request is malformed.",
-                                 reason="bad-websocket")
+        return answers.message("bad-websocket")
     # SECURITY: a socket may only be opened by a page of the same vendor (cross-site WebSocket
     # hijacking would otherwise ride on the patron's cookie).
-    if "Origin" in request.headers and not _same_vendor(svc, headers.get("Origin"), vendor):
-        return svc.pages.message(403, "Request refused", "This page may not open that connection.",
-                                 reason="websocket-origin")
+    if "Origin" in request.headers and not _same_vendor(routes, headers.get("Origin"), vendor):
+        return answers.message("websocket-origin")
     for name in _HANDSHAKE:
         headers.popall(name, None)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     scheme = "wss" if origin.scheme == "https" else "ws"
     target = URL(f"{scheme}://{origin.netloc}{request.raw_path}", encoded=True)
     try:
-        upstream = await svc.client.ws_connect(
+        upstream = await client.ws_connect(
             target, headers=headers, protocols=protocols, max_msg_size=MAX_MESSAGE, autoping=True,
         )
     except aiohttp.WSServerHandshakeError as exc:
         log.warning("vendor %s refused a websocket: %s", vendor.id, exc.status)
-        return svc.pages.message(502, "The database refused the connection",
-                                 "The database's own site did not accept this connection.",
-                                 reason="websocket-refused")
+        return answers.message("websocket-refused")
     except (TimeoutError, aiohttp.ClientError, OSError):
         raise VendorUnreachable(vendor.id) from None
     browser = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
@@ -73,9 +69,9 @@ async def proxy_websocket(request: web.Request, origin: Origin, vendor: Vendor,
     return browser
 
 
-def _same_vendor(svc: context.Services, mapped_origin: str | None, vendor: Vendor) -> bool:
+def _same_vendor(routes: Routes, mapped_origin: str | None, vendor: Vendor) -> bool:
     parsed = parse_absolute_url(mapped_origin) if mapped_origin else None
-    return parsed is not None and svc.vendors.match(parsed.origin) is vendor
+    return parsed is not None and routes.vendors.match(parsed.origin) is vendor
 
 
 async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,

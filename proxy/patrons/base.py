@@ -15,33 +15,15 @@ before it reaches the source.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Protocol
 
-from proxy.errors import ProxyError
+from proxy.errors import CardRefused as CardRefused  # re-exported: every source raises it
 from proxy.membership import Membership
 
 # SECURITY: bounds applied before any source sees the input, so a megabyte "card number"
 # costs nothing and cannot reach an LDAP filter or a KDF.
 MAX_CARD_LENGTH = 64
 MAX_PIN_LENGTH = 128
-
-
-class CardRefused(ProxyError):
-    """Right credentials, but the card may not be used now. ``reason`` is a short code."""
-
-    REASONS: ClassVar[dict[str, str]] = {
-        "expired": "Your library card has expired. Please contact your library to renew it.",
-        "blocked": "Your library card cannot be used for online databases at the moment. "
-        "Please contact your library.",
-    }
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason if reason in self.REASONS else "blocked"
-        super().__init__(self.reason)
-
-    @property
-    def message(self) -> str:
-        return self.REASONS[self.reason]
 
 
 def acceptable_credentials(card: str, pin: str) -> bool:

@@ -58,11 +58,11 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from proxy.config import Reader
 from proxy.errors import ConfigError, DirectoryUnavailable
 from proxy.membership import Membership
 from proxy.patrons.base import CardRefused, acceptable_credentials
 from proxy.patrons.hashing import pseudonym
+from proxy.settings import Reader
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +213,12 @@ def parse_options(reader: Reader) -> LdapOptions:
     blocked_attribute = r.str("blocked_attribute")
     blocked_values = frozenset(normalize_value(v) for v in r.str_list("blocked_values"))
     if bool(blocked_attribute) != bool(blocked_values):
-        r._bad("blocked_values", "blocked_attribute and blocked_values must be given together")
+        r.bad("blocked_values", "blocked_attribute and blocked_values must be given together")
     for key, name in (("id_attribute", id_attribute), ("home_attribute", home_attribute),
                       ("expiry_attribute", expiry_attribute), ("blocked_attribute", blocked_attribute)):
         _check_attribute(r, key, name)
     if not id_attribute:
-        r._bad("id_attribute", "is required (a stable identifier such as entryUUID or uid)")
+        r.bad("id_attribute", "is required (a stable identifier such as entryUUID or uid)")
     for key, names in (("groups", groups), *(("group_rule", rule.groups) for rule in rules)):
         _check_groups(r, key, names)
 
@@ -226,14 +226,14 @@ def parse_options(reader: Reader) -> LdapOptions:
     response_timeout = r.duration("response_timeout", "5s")
     timeout = r.duration("timeout", "10s")
     if connect_timeout > timeout or response_timeout > timeout:
-        r._bad("timeout", "must be at least as long as connect_timeout and response_timeout")
+        r.bad("timeout", "must be at least as long as connect_timeout and response_timeout")
     pool_size = r.int("pool_size", 8, minimum=1, maximum=64)
     server_retry = r.duration("server_retry", "30s")
     cache_ttl = 0.0
     if r.has("cache_ttl"):  # absent: no cache (the default)
         cache_ttl = r.duration("cache_ttl", "60s")
         if cache_ttl > _MAX_CACHE_TTL:
-            r._bad("cache_ttl", f"must be at most {_MAX_CACHE_TTL:.0f}s (a PIN change or a block "
+            r.bad("cache_ttl", f"must be at most {_MAX_CACHE_TTL:.0f}s (a PIN change or a block "
                                 "must not wait longer)")
     r.unknown_keys(("group_rule",))
     return LdapOptions(
@@ -257,20 +257,20 @@ def _parse_transport(r: Reader) -> tuple[tuple[str, ...], bool, Path | None, boo
     verify = r.bool("verify", True)
     allow_plaintext = r.bool("allow_plaintext", False)
     if not servers:
-        r._bad("servers", 'is required: a list such as ["ldaps://ldap1.example.org", "ldaps://ldap2.example.org"]')
+        r.bad("servers", 'is required: a list such as ["ldaps://ldap1.example.org", "ldaps://ldap2.example.org"]')
     for url in servers:
         parts = _split_url(url)
         if parts is None:
-            r._bad("servers", f"{url!r} must be ldap://host[:port] or ldaps://host[:port]")
+            r.bad("servers", f"{url!r} must be ldap://host[:port] or ldaps://host[:port]")
             continue
         scheme, host, _ = parts
         # SECURITY: PINs cross the wire in a simple bind; in clear text only over loopback, or
         # when an administrator explicitly says the network in between is private.
         if scheme == "ldap" and not start_tls and not allow_plaintext and not _is_loopback(host):
-            r._bad("servers", f"{url!r} would send PINs unencrypted: use ldaps://, start_tls = true, "
+            r.bad("servers", f"{url!r} would send PINs unencrypted: use ldaps://, start_tls = true, "
                               "or allow_plaintext = true on a private network")
     if ca_file is not None and not ca_file.is_file():
-        r._bad("ca_file", f"file {ca_file} does not exist")
+        r.bad("ca_file", f"file {ca_file} does not exist")
     return servers, start_tls, ca_file, verify, allow_plaintext
 
 
@@ -278,53 +278,53 @@ def _check_mode(r: Reader, mode: str, bind_dn: str | None, bind_password: str | 
                 filter_template: str, dn_template: str) -> None:
     if mode == "search":
         if not base_dn:
-            r._bad("base_dn", "is required in search mode (where the patron entries are)")
+            r.bad("base_dn", "is required in search mode (where the patron entries are)")
         _check_filter(r, "filter", filter_template, "{card}")
         if dn_template:
-            r._bad("dn_template", 'is used only with mode = "direct"')
+            r.bad("dn_template", 'is used only with mode = "direct"')
     else:
         if not dn_template:
-            r._bad("dn_template", 'is required with mode = "direct", e.g. "uid={card},ou=patrons,dc=example,dc=org"')
+            r.bad("dn_template", 'is required with mode = "direct", e.g. "uid={card},ou=patrons,dc=example,dc=org"')
         elif "{card}" not in dn_template:
-            r._bad("dn_template", "must contain {card}")
+            r.bad("dn_template", "must contain {card}")
         else:
             _check_dn(r, "dn_template", dn_template.replace("{card}", "x"))
         if bind_dn:
-            r._bad("bind_dn", 'is not used with mode = "direct" (the patron binds as themselves)')
+            r.bad("bind_dn", 'is not used with mode = "direct" (the patron binds as themselves)')
     if base_dn:
         _check_dn(r, "base_dn", base_dn)
     if bind_dn:
         _check_dn(r, "bind_dn", bind_dn)
         if bind_password is None and not r.has("bind_password"):
-            r._bad("bind_password", 'is required with bind_dn ("env:NAME" or "file:PATH")')
+            r.bad("bind_password", 'is required with bind_dn ("env:NAME" or "file:PATH")')
     elif bind_password is not None:
-        r._bad("bind_password", "is given without bind_dn")
+        r.bad("bind_password", "is given without bind_dn")
 
 
 def _parse_libraries(r: Reader, home_attribute: str) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for value, library_id in r.str_map("libraries").items():
         if not _GROUP.match(library_id):
-            r._bad("libraries", f"{value}: library id {library_id!r} must be letters, digits, '.', '_' or '-'")
+            r.bad("libraries", f"{value}: library id {library_id!r} must be letters, digits, '.', '_' or '-'")
             continue
         mapping[normalize_value(value)] = library_id
     if home_attribute and not mapping:
-        r._bad("libraries", "must map the home_attribute's values to library ids, e.g. "
+        r.bad("libraries", "must map the home_attribute's values to library ids, e.g. "
                             '[patrons.ldap.libraries] WOLCOTT = "wolcott"')
     if mapping and not home_attribute:
-        r._bad("home_attribute", "is required when [patrons.ldap.libraries] is given")
+        r.bad("home_attribute", "is required when [patrons.ldap.libraries] is given")
     return mapping
 
 
 def _parse_group_rules(r: Reader) -> tuple[GroupRule, ...]:
-    raw = r._get("group_rule", [])
+    raw = r.raw("group_rule", [])
     if not isinstance(raw, list):
-        r._bad("group_rule", "must be an array of tables ([[patrons.ldap.group_rule]] sections)")
+        r.bad("group_rule", "must be an array of tables ([[patrons.ldap.group_rule]] sections)")
         return ()
     rules: list[GroupRule] = []
     for index, item in enumerate(raw, start=1):
         if not isinstance(item, Mapping):
-            r._bad("group_rule", f"#{index} must be a table")
+            r.bad("group_rule", f"#{index} must be a table")
             continue
         rule = Reader(item, f"{r.where}.group_rule #{index}", r.problems, r.base)
         attribute = rule.str("attribute", required=True)
@@ -332,9 +332,9 @@ def _parse_group_rules(r: Reader) -> tuple[GroupRule, ...]:
         groups = rule.str_list("groups")
         _check_attribute(rule, "attribute", attribute)
         if not values:
-            rule._bad("values", "must list at least one value (or a DN, for memberOf)")
+            rule.bad("values", "must list at least one value (or a DN, for memberOf)")
         if not groups:
-            rule._bad("groups", "must list at least one proxy group")
+            rule.bad("groups", "must list at least one proxy group")
         rule.unknown_keys()
         rules.append(GroupRule(attribute, frozenset(normalize_value(v) for v in values), frozenset(groups)))
     return tuple(rules)
@@ -344,29 +344,29 @@ def _check_attribute(r: Reader, key: str, name: str) -> None:
     if not name:
         return
     if not _ATTRIBUTE.match(name):
-        r._bad(key, f"{name!r} is not an attribute name")
+        r.bad(key, f"{name!r} is not an attribute name")
     elif name.casefold() in PERSONAL_ATTRIBUTES:
-        r._bad(key, f"{name!r} holds personal data; the proxy must not read it (privacy policy)")
+        r.bad(key, f"{name!r} holds personal data; the proxy must not read it (privacy policy)")
 
 
 def _check_groups(r: Reader, key: str, groups: Iterable[str]) -> None:
     for group in groups:
         if not _GROUP.match(group):
-            r._bad(key, f"group {group!r} must be letters, digits, '.', '_' or '-'")
+            r.bad(key, f"group {group!r} must be letters, digits, '.', '_' or '-'")
 
 
 def _check_dn(r: Reader, key: str, dn: str) -> None:
     try:
         parse_dn(dn)
     except ldap_errors.LDAPInvalidDnError:
-        r._bad(key, f"{dn!r} is not a valid DN")
+        r.bad(key, f"{dn!r} is not a valid DN")
 
 
 def _check_filter(r: Reader, key: str, template: str, placeholder: str) -> None:
     if placeholder not in template:
-        r._bad(key, f"must contain {placeholder}")
+        r.bad(key, f"must contain {placeholder}")
     if not _balanced_filter(template):
-        r._bad(key, f"{template!r} is not an LDAP filter (parentheses must enclose and balance)")
+        r.bad(key, f"{template!r} is not an LDAP filter (parentheses must enclose and balance)")
 
 
 def _balanced_filter(text: str) -> bool:

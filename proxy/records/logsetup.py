@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from proxy.records.scrub import scrub, scrub_traceback
 
 if TYPE_CHECKING:
-    from proxy.config import Reader
+    from proxy.settings import Reader
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -63,7 +63,7 @@ def parse_options(reader: Reader) -> LogOptions:
     """
     level = reader.str("level", "INFO").upper()
     if level not in LEVELS:
-        reader._bad("level", f"must be one of {', '.join(LEVELS)}, not {level!r}")
+        reader.bad("level", f"must be one of {', '.join(LEVELS)}, not {level!r}")
         level = "INFO"
     fmt = reader.choice("format", "text", FORMATS)
     return LogOptions(level=level, format=fmt)

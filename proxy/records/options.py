@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from proxy.records.security import SecurityOptions, parse_security_options
 
 if TYPE_CHECKING:
-    from proxy.config import Reader
+    from proxy.settings import Reader
 
 DAY = 86400.0
 MIN_THRESHOLD = 2  # 1 would switch suppression off, which promise 5 does not allow
@@ -81,7 +81,7 @@ def parse_options(reader: Reader, *, state_dir: Path) -> RecordsOptions:
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            reader._bad("timezone", f"is not a known time zone name (like \"America/New_York\"): {timezone!r}")
+            reader.bad("timezone", f"is not a known time zone name (like \"America/New_York\"): {timezone!r}")
             timezone = ""
     options = RecordsOptions(
         database=database,
@@ -94,7 +94,7 @@ def parse_options(reader: Reader, *, state_dir: Path) -> RecordsOptions:
         security=parse_security_options(reader.sub("security")),
     )
     if options.monthly_retention < options.detail_retention:
-        reader._bad("monthly_retention", "must not be shorter than detail_retention")
+        reader.bad("monthly_retention", "must not be shorter than detail_retention")
     if options.flush_interval > options.purge_interval:
-        reader._bad("flush_interval", "must not be longer than purge_interval")
+        reader.bad("flush_interval", "must not be longer than purge_interval")
     return options

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from cachetools import TTLCache
 
 if TYPE_CHECKING:
-    from proxy.config import Reader
+    from proxy.settings import Reader
 
 Clock = Callable[[], float]
 
@@ -106,9 +106,9 @@ def parse_security_options(reader: Reader) -> SecurityOptions:
     for kind, text in reader.str_map("usage_limits").items():
         limit = parse_rate(text)
         if kind not in USAGE_KINDS:
-            reader._bad("usage_limits", f"{kind!r} is not one of {', '.join(USAGE_KINDS)}")
+            reader.bad("usage_limits", f"{kind!r} is not one of {', '.join(USAGE_KINDS)}")
         elif limit is None:
-            reader._bad("usage_limits", f"{kind} must be like \"100/1h\" (count per duration), not {text!r}")
+            reader.bad("usage_limits", f"{kind} must be like \"100/1h\" (count per duration), not {text!r}")
         else:
             limits[kind] = limit
     options = SecurityOptions(
@@ -121,7 +121,7 @@ def parse_security_options(reader: Reader) -> SecurityOptions:
         max_entries=reader.int("max_entries", 100_000, minimum=100),
     )
     if options.rotate < 2 * options.longest_window:
-        reader._bad("rotate_keys", "must be at least twice the longest window (failure_window, usage_limits)")
+        reader.bad("rotate_keys", "must be at least twice the longest window (failure_window, usage_limits)")
     reader.unknown_keys()
     return options
 

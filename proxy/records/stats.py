@@ -28,33 +28,32 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TypeVar
 
+from proxy.counters import NO_PATTERNS as NO_PATTERNS  # re-exported for the statistics' callers
+from proxy.counters import CounterPatterns as CounterPatterns
+from proxy.counters import Kind as Kind
+from proxy.counters import classify as classify
+from proxy.counters import compile_pattern as compile_pattern
+from proxy.counters import compile_patterns as compile_patterns
+from proxy.counters import parse_counter_patterns as parse_counter_patterns
 from proxy.records.report import PROXY_VENDOR as PROXY_VENDOR  # re-exported: callers count sign-ins with it
 from proxy.records.report import Period, RawRow, Report, build_report
-
-if TYPE_CHECKING:
-    from proxy.config import Reader
 
 log = logging.getLogger("libproxy.records")
 
 T = TypeVar("T")
 Clock = Callable[[], float]
-Kind = Literal["session", "request", "search", "download"]
 KINDS: tuple[Kind, ...] = ("session", "request", "search", "download")
 _KIND_SET = frozenset(KINDS)
 PLACES = ("remote", "library")
 
 _VENDOR_ID = re.compile(rf"\A(?:[a-z0-9][a-z0-9_-]{{0,39}}|{PROXY_VENDOR})\Z")
 
-# SECURITY: patterns come from the administrator but the text they run on comes from the
-# patron; capping it bounds the cost of a pattern that backtracks badly.
-MAX_CLASSIFY = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS daily (
@@ -76,73 +75,6 @@ Batch = Mapping[tuple[str, str, str, str], list[int]]
 
 # ----------------------------------------------------------------------------------------------
 # Classification
-
-
-@dataclass(frozen=True)
-class CounterPatterns:
-    """Compiled per-vendor patterns recognising searches and full-text downloads."""
-
-    search: tuple[re.Pattern[str], ...] = ()
-    download: tuple[re.Pattern[str], ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.search and not self.download
-
-
-NO_PATTERNS = CounterPatterns()
-
-
-def compile_pattern(text: str) -> re.Pattern[str]:
-    """One pattern: ``"re:<regex>"`` is searched anywhere in the path and query; anything else
-    is a glob matched against the whole path and query, where only ``*`` is special (any run of
-    characters, ``/`` and ``?`` included). Raises ``re.error`` for a bad regex."""
-    if text.startswith("re:"):
-        return re.compile(text[3:])
-    return re.compile(r"\A" + ".*".join(re.escape(part) for part in text.split("*")) + r"\Z", re.S)
-
-
-def compile_patterns(search: Iterable[str] = (), download: Iterable[str] = ()) -> CounterPatterns:
-    """``CounterPatterns`` from pattern strings (see ``compile_pattern``); raises ``re.error``."""
-    return CounterPatterns(tuple(compile_pattern(p) for p in search), tuple(compile_pattern(p) for p in download))
-
-
-def parse_counter_patterns(reader: Reader) -> CounterPatterns:
-    """Read a vendor's ``counter`` table (``vendor_reader.sub("counter")``)::
-
-        [vendor.counter]
-        search = ["/search*", "re:^/ehost/results\\?"]
-        download = ["re:\\.pdf($|\\?)", "/stable/pdf/*"]
-
-    Bad patterns are recorded as problems; calls ``reader.unknown_keys()`` itself.
-    """
-    compiled: dict[str, tuple[re.Pattern[str], ...]] = {}
-    for key in ("search", "download"):
-        good: list[re.Pattern[str]] = []
-        for text in reader.str_list(key):
-            try:
-                good.append(compile_pattern(text))
-            except re.error as exc:
-                reader._bad(key, f"{text!r} is not a valid regular expression: {exc}")
-        compiled[key] = tuple(good)
-    reader.unknown_keys()
-    return CounterPatterns(compiled["search"], compiled["download"])
-
-
-def classify(path_and_query: str, patterns: CounterPatterns) -> frozenset[Kind]:
-    """Which of "search" and "download" the request ``path_and_query`` (e.g. ``/s?q=x``) is.
-
-    Pure: nothing about the path is kept; the caller counts the returned kinds.
-    """
-    if patterns.empty:
-        return frozenset()
-    text = path_and_query[:MAX_CLASSIFY]
-    kinds: set[Kind] = set()
-    if any(p.search(text) for p in patterns.search):
-        kinds.add("search")
-    if any(p.search(text) for p in patterns.download):
-        kinds.add("download")
-    return frozenset(kinds)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+
+from proxy.web.texts import LEAVING_CONTINUE, MESSAGES
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -46,13 +49,27 @@ class Pages:
         """The link most messages end with: back to the list of databases."""
         return [(f"{self._globals['proxy_origin']}/databases", label)]
 
-    def message(self, status: int, title: str, text: str, *, links: list[tuple[str, str]] | None = None,
-                reason: str | None = None) -> web.Response:
-        """A page that explains one thing in plain words, with optional (url, label) links."""
-        response = self.render("message.html", status=status, title=title, text=text, links=links or [])
-        if reason:
-            response.headers["X-Libproxy-Reason"] = reason
+    def message(self, reason: str, *, status: int | None = None, links: list[tuple[str, str]] | None = None,
+                **fields: object) -> web.Response:
+        """The page that explains ``reason`` (a code of ``texts.MESSAGES``) in plain words.
+
+        ``fields`` fill the text's ``{name}`` places; ``links`` come before the "back to the
+        databases" link the message ends with, if it has one."""
+        words = MESSAGES[reason]
+        all_links = list(links or [])
+        if words.back is not None:
+            all_links += self.to_databases(words.back)
+        response = self.render(
+            "message.html", status=status or words.status, title=words.title.format(**fields),
+            text=words.text.format(**fields), links=all_links,
+        )
+        response.headers["X-Libproxy-Reason"] = words.code or reason
         return response
+
+    def leaving(self, target: str | None) -> web.Response:
+        """Instead of a redirect to a site the proxy does not serve: a page saying so, with a
+        link to go on (``target`` is already checked to be a plain http(s) URL, or None)."""
+        return self.message("leaving", links=[(target, LEAVING_CONTINUE)] if target else [])
 
     def secure(self, response: web.StreamResponse) -> None:
         response.headers["Content-Security-Policy"] = self.csp
@@ -62,3 +79,8 @@ class Pages:
         # forms, and the login form's cross-site check needs the real origin.
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers["Cache-Control"] = "no-store"
+
+
+def sign_in_link(public_origin: str, target: str) -> str:
+    """The proxy's starting-point link for a vendor URL: ``/login?url=<target>``."""
+    return f"{public_origin}/login?url={quote(target, safe='')}"

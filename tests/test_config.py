@@ -1,0 +1,89 @@
+"""Checking a configuration file as a whole: every problem at once; the shipped examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy import config as config_mod
+from proxy.errors import ConfigError
+
+BAD_CONFIG = """
+[proxy]
+listen = "nowhere"
+host = "bad host!"
+tls_cert = "missing.pem"
+secret = "plain-text-secret"
+max_upload = "lots"
+
+[sessions]
+idle = "3 weeks"
+lifetime = "1h"
+store = "floppy"
+tipo = 1
+
+[assertion]
+header = "X Bad"
+lifetime = "2h"
+
+[network]
+trusted_proxies = ["not-a-cidr"]
+
+[[network.library]]
+name = "main"
+cidrs = ["300.1.1.1/24"]
+
+[[vendor]]
+id = "Bad Id"
+start = "ftp://x/"
+hosts = ["exa mple.com"]
+domains = ["com"]
+
+[[vendor]]
+id = "dup"
+title = "A"
+start = "https://other.example/"
+hosts = ["a.example"]
+groups = ["g"]
+anonymous_paths = ["open/*"]
+
+[[vendor]]
+id = "dup"
+start = "https://a.example/"
+hosts = ["b.example"]
+groups = ["g"]
+
+[[vendor]]
+id = "third"
+start = "https://a.example/"
+hosts = ["a.example"]
+groups = ["g"]
+"""
+
+
+def test_config_lists_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_CONFIG)
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    text = "\n".join(info.value.problems)
+    for expected in ("[proxy] listen", "[proxy] host", "[proxy] tls_cert", "[proxy] secret", "[proxy] max_upload",
+                     "[sessions] idle", "[sessions] store", "[sessions] tipo", "[assertion] header",
+                     "[assertion] lifetime", "[network] trusted_proxies", "cidrs", "groups",
+                     "vendor 'Bad Id'] id", "start", "exa mple.com", "'com'", "is used by another vendor",
+                     "also listed by vendor 'dup'", "anonymous_paths", "not in this vendor's hosts"):
+        assert expected in text, expected
+    assert len(info.value.problems) >= 20
+
+
+def test_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("LIBPROXY_SECRET", "s" * 40)
+    cfg = config_mod.load(root / "config" / "example.toml")
+    assert cfg.vendors and cfg.network.libraries
+    monkeypatch.setenv("LDAP_BIND_PASSWORD", "sample")
+    monkeypatch.setenv("LIBPROXY_REDIS_URL", "redis://127.0.0.1:6379/0")
+    docker = config_mod.load(root / "config" / "docker.toml")
+    assert docker.patrons.source == "ldap" and docker.sessions.store == "redis"
+    assert config_mod.load(root / "config" / "ldap-example.toml").patrons.source == "ldap"
