@@ -47,7 +47,7 @@ _SERVER_LOG.propagate = False
 _SERVER_LOG.addHandler(logging.NullHandler())
 
 INSTITUTION = "BIBLIO"
-SIP_USER, SIP_PASSWORD = "proxy-sip", "sip-account-pw"
+SIP_USER, SIP_PASSWORD = "libproxy", "sip-account-pw"  # the example configuration's account
 NO_FLAGS = " " * 14
 
 
@@ -226,14 +226,16 @@ def _damaged(line: bytes) -> bytes:
 @dataclass
 class Relay:
     """A forwarder in front of ``upstream_port``: TLS with ``ssl_context`` (stunnel's job), and
-    the next ``damage`` answers sent with a wrong checksum."""
+    the next ``damage`` answers sent with a wrong checksum. ``stop()`` closes the listener and
+    every relayed connection (a restarted server, as its clients see it); ``start()`` again
+    listens on the same port."""
 
     upstream_port: int
     ssl_context: ssl.SSLContext | None = None
     damage: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> Relay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.ssl_context)
@@ -246,6 +248,7 @@ class Relay:
         except OSError:
             writer.close()
             return
+        self._open.update((writer, up_writer))
 
         async def requests() -> None:
             while data := await reader.read(4096):
@@ -275,6 +278,9 @@ class Relay:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
 
     async def __aenter__(self) -> Relay:
         return await self.start()
