@@ -31,6 +31,7 @@ from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, Upstr
 from proxy.forward.client import make_client
 from proxy.forward.handler import Assertion, Forwarder
 from proxy.forward.route import Routes, VendorRoute
+from proxy.membership import Membership
 from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
 from proxy.records.observer import UsageObserver
@@ -127,7 +128,7 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     session = await _load_session(request, app, library)
     path = request.raw_path.split("?", 1)[0]
     facts = gate.Facts(host=kind, method=request.method, path=path, vendor=target[1].vendor if target else None,
-                       session=web_routes.patron_of(session), library=library)
+                       session=gate.Patron.of(session.membership if session else None), library=library)
     decision = gate.decide(facts)
     action = decision.action
     if action is gate.Action.OWN_PAGE:
@@ -164,7 +165,8 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
     app = request.app
     on_response = None
     if decision.new_network_session:
-        session = await web_routes.open_network_session(app[context.SESSIONS], decision.new_network_session)
+        # Like EZproxy's AutoLoginIP: in the library, no sign-in; the session has no patron key.
+        session = await app[context.SESSIONS].create(Membership.on_network(decision.new_network_session))
         request[context.SESSION] = session
         site, new_id = app[context.SITE], session.id
 
@@ -196,7 +198,7 @@ async def _load_session(request: web.Request, app: web.Application, library: fro
     session = await store.get(session_id)
     if session is None:
         return None
-    patron = web_routes.patron_of(session)
+    patron = gate.Patron.of(session.membership)
     if patron is not None and not gate.session_usable(patron, library):
         # Carried home on a laptop, an in-library session is worth nothing (see gate.py).
         return None
@@ -253,9 +255,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         store = make_store(config.sessions)
         client = make_client(config.upstream)
         records = Records(config.records)
-        purge = getattr(store, "purge", None)
-        if purge is not None:  # Redis expires its keys by itself
-            records.retention.add("sessions", purge)
+        records.retention.add("sessions", store.purge)
         await records.start()
         site = context.Site.from_config(config)
         routes = build_routes(config, site)

@@ -30,11 +30,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from proxy.membership import Membership
 from proxy.vendors import Vendor
 
 RESERVED_PREFIX = "/.libproxy/"
 CONNECT_PATH = RESERVED_PREFIX + "connect"
-NETWORK_SOURCE = "network"  # Membership.source of an in-library session
 
 
 class HostKind(enum.Enum):
@@ -49,6 +49,12 @@ class Patron:
 
     groups: frozenset[str]
     in_library: bool = False
+
+    @classmethod
+    def of(cls, membership: Membership | None) -> Patron | None:
+        if membership is None:
+            return None
+        return cls(membership.groups, in_library=membership.in_library)
 
 
 @dataclass(frozen=True, slots=True)

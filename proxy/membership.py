@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Membership.source of an in-library session: granted by the library's network, no patron at all.
+NETWORK_SOURCE = "network"
+
 
 @dataclass(frozen=True, slots=True)
 class Membership:
@@ -21,6 +24,15 @@ class Membership:
     key: str | None = None
     # Which kind of sign-in produced it ("local", "ldap", "network", ...); for statistics only.
     source: str = field(default="local")
+
+    @property
+    def in_library(self) -> bool:
+        return self.source == NETWORK_SOURCE
+
+    @classmethod
+    def on_network(cls, groups: frozenset[str]) -> Membership:
+        """The membership of an in-library session: the network's groups, no patron key."""
+        return cls(groups=groups, key=None, source=NETWORK_SOURCE)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -128,6 +128,10 @@ class SessionStore(Protocol):
     async def take_ticket(self, ticket_id: str) -> Ticket | None:
         """Consume a ticket: the ticket once, None ever after or when expired."""
 
+    def purge(self, now: float | None = None) -> int:
+        """Forget expired sessions and tickets now; returns how many (the retention schedule
+        calls it; a store whose entries expire by themselves returns 0)."""
+
     async def count(self) -> int: ...
 
     async def close(self) -> None: ...

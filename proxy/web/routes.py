@@ -29,7 +29,7 @@ from proxy.errors import BadInput, CardRefused
 from proxy.membership import Membership
 from proxy.records.privacy import PrivacyFacts, privacy_summary
 from proxy.records.report import PROXY_VENDOR
-from proxy.sessions import Session, SessionStore, Ticket
+from proxy.sessions import SessionStore, Ticket
 from proxy.vendors import ParsedURL, Vendor, VendorMap, parse_absolute_url
 from proxy.web.pages import Pages, redirect, sign_in_link
 from proxy.web.texts import FORM_EXPIRED, NOT_RECOGNISED
@@ -69,18 +69,6 @@ def browser_binding(request: web.Request, response: web.StreamResponse, site: co
 
 def clear_session_cookie(response: web.StreamResponse, site: context.Site) -> None:
     response.del_cookie(site.cookie_name, path="/", secure=site.secure_cookies, httponly=True, samesite="Lax")
-
-
-async def open_network_session(store: SessionStore, groups: frozenset[str]) -> Session:
-    """A session for a machine on a library network: its groups, and no patron key at all."""
-    return await store.create(Membership(groups=groups, key=None, source=gate.NETWORK_SOURCE))
-
-
-def patron_of(session: Session | None) -> gate.Patron | None:
-    """What the access gate needs of a session."""
-    if session is None:
-        return None
-    return gate.Patron(session.membership.groups, in_library=session.membership.source == gate.NETWORK_SOURCE)
 
 
 def _single_param(request: web.Request, name: str) -> str | None:
@@ -188,7 +176,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         return pages.message("not-configured")
     parsed, vendor = target
     session = context.current_session(request)
-    where = gate.start(vendor, patron_of(session), context.library_groups(request))
+    where = gate.start(vendor, gate.Patron.of(session.membership if session else None), context.library_groups(request))
     action = where.action
     if action is gate.StartAction.DIRECT and parsed is not None:
         # Like EZproxy's ExcludeIP: the vendor recognises the library's own address, so a
@@ -196,7 +184,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         return redirect(f"{parsed.origin}{parsed.rest}", 302)
     if action is gate.StartAction.CONNECT_NETWORK and parsed is not None and where.new_network_session:
         # Like AutoLoginIP: in the library, no sign-in; the session carries no patron key.
-        session = await open_network_session(store, where.new_network_session)
+        session = await store.create(Membership.on_network(where.new_network_session))
         response = await connect_redirect(request, session.id, parsed)
         set_session_cookie(response, site, session.id)
         return response
@@ -305,7 +293,7 @@ async def session_page(request: web.Request) -> web.StreamResponse:
         home=names.get(session.membership.home_library or "", session.membership.home_library),
         signed_in_at=time.strftime("%H:%M on %d %B %Y", time.localtime(session.created)),
         ends_at=time.strftime("%H:%M on %d %B %Y", time.localtime(ends)),
-        in_library=session.membership.source == gate.NETWORK_SOURCE,
+        in_library=session.membership.in_library,
         visited=[v.title for v in vendors if v.id in session.visited or v.id in session.jars],
         cookie_counts={v.title: len(jar) for v in vendors if (jar := session.jars.get(v.id))},
     )
@@ -338,7 +326,7 @@ async def databases(request: web.Request) -> web.StreamResponse:
         }
         for v in app[context.ROUTES].vendors.vendors
     ]
-    signed_in = session is not None and session.membership.source != gate.NETWORK_SOURCE
+    signed_in = session is not None and not session.membership.in_library
     return app[context.PAGES].render("databases.html", title="Databases", vendors=items, signed_in=signed_in,
                                      in_library=bool(on_site))
 
