@@ -106,6 +106,7 @@ class RemoteAuthOptions:
     libraries: Mapping[str, str] = field(default_factory=dict)
     expiry_field: str = ""
     connect_timeout: float = 3.0
+    response_timeout: float = 5.0
     timeout: float = 10.0
     max_response: int = 64 * 1024
     pool_size: int = 8
@@ -159,9 +160,10 @@ def parse_options(reader: Reader) -> RemoteAuthOptions:
         _check_code(r, key, code, form)
     libraries = parse_libraries(r, "home_field", home_field)
     connect_timeout = r.duration("connect_timeout", "3s")
+    response_timeout = r.duration("response_timeout", "5s")
     timeout = r.duration("timeout", "10s")
-    if connect_timeout > timeout:
-        r.bad("timeout", "must be at least as long as connect_timeout")
+    if connect_timeout > response_timeout or response_timeout > timeout:
+        r.bad("timeout", "must be at least as long as response_timeout, and that as connect_timeout")
     max_response = r.size("max_response", "64KiB")
     pool_size = r.int("pool_size", 8, minimum=1, maximum=64)
     server_retry = r.duration("server_retry", "30s")
@@ -171,7 +173,7 @@ def parse_options(reader: Reader) -> RemoteAuthOptions:
         ca_file=ca_file, verify=verify, allow_plaintext=allow_plaintext, client_cert=client_cert,
         client_key=client_key, client_user=client_user, client_password=client_password, groups=groups,
         home_field=home_field, libraries=MappingProxyType(libraries), expiry_field=expiry_field,
-        connect_timeout=connect_timeout, timeout=timeout, max_response=max_response, pool_size=pool_size,
+        connect_timeout=connect_timeout, response_timeout=response_timeout, timeout=timeout, max_response=max_response, pool_size=pool_size,
         server_retry=server_retry,
     )
 
@@ -266,13 +268,17 @@ def dump_fields(body: str, codes: frozenset[str]) -> dict[str, str]:
 
 def parse_expiry(raw: str) -> datetime | None:
     """PatronAPI's ``mm-dd-yy`` (or ``mm-dd-yyyy``), valid through that day; None when blank
-    (Sierra writes ``  -  -  `` for "no expiry date"). Raises ValueError when unreadable."""
+    (Sierra writes ``  -  -  `` for "no expiry date"). Raises ValueError when unreadable.
+
+    Two-digit years are 2000-2099: libraries set far-future dates such as 12-31-99 for cards
+    that should not expire, while a card whose date lies in the 1900s is long expired and read
+    as such only by a template that prints four digits."""
     text = raw.strip()
     if not text.strip("- "):
         return None
     month, day, year = (int(part) for part in text.split("-"))
     if year < 100:
-        year += 2000 if year < 70 else 1900
+        year += 2000
     return day_expiry(date(year, month, day))
 
 
@@ -307,7 +313,9 @@ class RemoteAuthAuthenticator:
                 # SECURITY: no cookie jar (a session cookie would tie sign-ins together) and no
                 # proxy settings from the environment (card and PIN go to the configured server only).
                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=o.timeout, sock_connect=o.connect_timeout),
+                # Each request gets response_timeout, so a hung server leaves time for the next
+                # one within the sign-in's whole `timeout`.
+                timeout=aiohttp.ClientTimeout(total=o.response_timeout, sock_connect=o.connect_timeout),
                 auto_decompress=False, headers={"Accept": "application/json, text/html;q=0.9"},
             )
         return self._session
@@ -341,7 +349,7 @@ class RemoteAuthAuthenticator:
             # be checked as another card with another PIN.
             return None
         o = self._options
-        auth = aiohttp.BasicAuth(card, pin, encoding="utf-8")
+        auth = aiohttp.encode_basic_auth(card, pin, encoding="utf-8")
         if not o.profiles:
             return self._membership(card, None) if await self._basic_one(o.path, auth, card) else None
         libraries = list(o.profiles)
@@ -355,7 +363,7 @@ class RemoteAuthAuthenticator:
                 raise answer
         return None
 
-    async def _basic_one(self, path: str, auth: aiohttp.BasicAuth, card: str) -> bool:
+    async def _basic_one(self, path: str, auth: str, card: str) -> bool:
         """True for 200 with the card's id, False for 403; raises DirectoryUnavailable otherwise."""
         status, body = await self._get(path, (), auth)
         if status == 403:
@@ -375,7 +383,7 @@ class RemoteAuthAuthenticator:
 
     async def _patronapi(self, card: str, pin: str) -> Membership | None:
         o = self._options
-        auth = aiohttp.BasicAuth(o.client_user, o.client_password or "", encoding="utf-8") if o.client_user else None
+        auth = self._client_auth()
         status, body = await self._get(o.path, (card, pin, "pintest"), auth)
         if status != 200:
             raise self._unexpected(status)
@@ -415,6 +423,11 @@ class RemoteAuthAuthenticator:
 
     # -- Shared ----------------------------------------------------------------------------------
 
+    def _client_auth(self) -> str | None:
+        """The Authorization value of the proxy's own credentials (PatronAPI form), if any."""
+        o = self._options
+        return aiohttp.encode_basic_auth(o.client_user, o.client_password or "") if o.client_user else None
+
     def _membership(self, card: str, home: str | None) -> Membership:
         groups = set(self._options.groups)
         if home is not None:
@@ -430,7 +443,7 @@ class RemoteAuthAuthenticator:
             log.error("RemoteAuth answered HTTP %d", status)
         return DirectoryUnavailable(f"RemoteAuth answered HTTP {status}")
 
-    async def _get(self, path: str, segments: tuple[str, ...], auth: aiohttp.BasicAuth | None) -> tuple[int, bytes]:
+    async def _get(self, path: str, segments: tuple[str, ...], auth: str | None) -> tuple[int, bytes]:
         """(status, body) from the first server that answers; 5xx, transport failures and
         oversize answers fail over. Raises DirectoryUnavailable when no server answers."""
         suffix = "".join("/" + path_segment(part) for part in segments)
@@ -445,11 +458,12 @@ class RemoteAuthAuthenticator:
             return status, body
         raise DirectoryUnavailable("no RemoteAuth server answered")
 
-    async def _fetch(self, url: URL, auth: aiohttp.BasicAuth | None) -> tuple[int, bytes]:
+    async def _fetch(self, url: URL, auth: str | None) -> tuple[int, bytes]:
         limit = self._options.max_response
         try:
             # SECURITY: redirects are not followed: one would carry card and PIN to another URL.
-            async with self._client().get(url, auth=auth, allow_redirects=False) as response:
+            headers = {"Authorization": auth} if auth else None
+            async with self._client().get(url, headers=headers, allow_redirects=False) as response:
                 if response.status >= 500:
                     raise _ServerTrouble(f"HTTP {response.status}")
                 if response.content_length is not None and response.content_length > limit:
@@ -484,10 +498,10 @@ class RemoteAuthAuthenticator:
         o = self._options
         card, pin = "0000000000000-libproxy-probe", "not-a-pin"
         if o.form == "basic":
-            auth: aiohttp.BasicAuth | None = aiohttp.BasicAuth(card, pin)
+            auth: str | None = aiohttp.encode_basic_auth(card, pin)
             url = URL(server + path, encoded=True)
         else:
-            auth = aiohttp.BasicAuth(o.client_user, o.client_password or "") if o.client_user else None
+            auth = self._client_auth()
             url = URL(server + path + f"/{path_segment(card)}/{path_segment(pin)}/pintest", encoded=True)
         try:
             status, body = await self._fetch(url, auth)
