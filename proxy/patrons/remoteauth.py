@@ -173,8 +173,8 @@ def parse_options(reader: Reader) -> RemoteAuthOptions:
         ca_file=ca_file, verify=verify, allow_plaintext=allow_plaintext, client_cert=client_cert,
         client_key=client_key, client_user=client_user, client_password=client_password, groups=groups,
         home_field=home_field, libraries=MappingProxyType(libraries), expiry_field=expiry_field,
-        connect_timeout=connect_timeout, response_timeout=response_timeout, timeout=timeout, max_response=max_response, pool_size=pool_size,
-        server_retry=server_retry,
+        connect_timeout=connect_timeout, response_timeout=response_timeout, timeout=timeout,
+        max_response=max_response, pool_size=pool_size, server_retry=server_retry,
     )
 
 
