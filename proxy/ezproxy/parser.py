@@ -1,0 +1,170 @@
+"""Reading EZproxy configuration into a flat list of directives, each with its file and line.
+
+The rules, as EZproxy applies them and as this reader does:
+
+* One directive per line: a name, blanks, then the argument text. Leading and trailing blanks
+  are ignored (so are CR line ends); blank lines are skipped.
+* A line whose first non-blank character is ``#`` is a comment. There are no end-of-line
+  comments: ``#`` inside an argument (a URL fragment) is data.
+* Directive names are case-insensitive, and several have short forms (``T`` for ``Title``,
+  ``HJ`` for ``HostJavaScript``, ``A``/``E``/``I`` for the IP directives...): ``directives.py``.
+  ``Option`` names are case-insensitive too (``Option cookiepassthrough``).
+* EZproxy has no continuation character. Stanzas pasted from e-mail or web pages, however, often
+  arrive with a long line wrapped: a line that starts with blanks and does not start with a
+  known directive is taken as the rest of the line before it, and the join is reported (a
+  note), so nothing is silently dropped or silently glued.
+* ``IncludeFile name`` reads another file in place, relative to the directory of the file that
+  includes it. A file that includes itself, directly or through others, is refused (an error
+  naming the chain), as is nesting deeper than ``MAX_DEPTH``.
+* Files are UTF-8 (a byte-order mark is dropped); a file that is not is read as Latin-1 (the
+  Windows editors EZproxy files are kept in write that) and the report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.ezproxy.directives import canonical_name, is_known, known_option
+from proxy.ezproxy.report import Finding, Kind
+
+MAX_DEPTH = 16  # IncludeFile nesting; real configurations use one or two levels
+MAX_FILE_BYTES = 16 * 1024 * 1024  # SECURITY: a config.txt is kilobytes; refuse to slurp a disk image
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_NAME = re.compile(r"^(\S+)\s*(.*)$", re.S)
+# Directives whose argument is one URL or host: a wrapped line is glued without a blank.
+_GLUE_TIGHT = frozenset({"URL", "Host", "HostJavaScript", "Domain", "DomainJavaScript", "AnonymousURL", "NeverProxy"})
+
+
+class ImportFailure(Exception):
+    """A file named on the command line cannot be read at all: one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    file: str  # display name of the file it came from
+    line: int  # 1-based line of the directive's first physical line
+    name: str  # canonical name ("Title", "Option CookiePassThrough"); unknown names as written
+    raw_name: str  # the name as written ("hj", "T", "OPTION")
+    args: str  # the argument text, blanks at both ends removed
+    known: bool = True  # False for a directive this importer does not recognise
+
+
+@dataclass
+class Parsed:
+    directives: list[Directive] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file read, in order
+    comment_only: set[str] = field(default_factory=set)  # files with no directive at all
+
+
+def read_files(paths: list[str]) -> Parsed:
+    """Read the named files in order, following IncludeFile. A missing or unreadable file named
+    on the command line raises ImportFailure; the same problem in an IncludeFile is a finding."""
+    parsed = Parsed()
+    for given in paths:
+        path = Path(given)
+        problem = _unreadable(path)
+        if problem:
+            raise ImportFailure(f"{given}: {problem}")
+        _read(path, given, parsed, stack=())
+    return parsed
+
+
+def _unreadable(path: Path) -> str | None:
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "is a directory (name the config.txt or stanza files in it)"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if size > MAX_FILE_BYTES:
+        return f"is {size} bytes; an EZproxy configuration is far smaller (limit {MAX_FILE_BYTES})"
+    return None
+
+
+def _decode(data: bytes, display: str, parsed: Parsed) -> str | None:
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        parsed.findings.append(Finding(
+            Kind.NOTE, display, data.count(b"\n", 0, exc.start) + 1, "(file)",
+            "not UTF-8 text: read as Latin-1 (check accented titles in the output)",
+        ))
+        return data.decode("latin-1")
+
+
+def _read(path: Path, display: str, parsed: Parsed, stack: tuple[Path, ...]) -> None:
+    resolved = path.resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportFailure(f"{display}: cannot read: {exc.strerror}") from None
+    text = _decode(data, display, parsed)
+    parsed.files.append(display)
+    if text is None:
+        parsed.findings.append(Finding(Kind.ERROR, display, 0, "(file)", "is not a text file (it contains NUL bytes)"))
+        return
+    before = len(parsed.directives)
+    for directive in _directives(text, display, parsed):
+        if directive.name == "IncludeFile":
+            _include(directive, resolved, parsed, (*stack, resolved))
+        else:
+            parsed.directives.append(directive)
+    if len(parsed.directives) == before and not any(
+        f.file == display and f.kind is Kind.ERROR for f in parsed.findings
+    ):
+        parsed.comment_only.add(display)
+
+
+def _include(directive: Directive, including: Path, parsed: Parsed, stack: tuple[Path, ...]) -> None:
+    name = directive.args.strip().strip('"')
+    if not name:
+        parsed.findings.append(Finding(Kind.ERROR, directive.file, directive.line, "IncludeFile", "names no file"))
+        return
+    target = Path(name) if os.path.isabs(name) else including.parent / name
+    display = os.path.normpath(os.path.join(os.path.dirname(directive.file), name))
+    problem = _unreadable(target)
+    if problem is None and target.resolve() in stack:
+        chain = " -> ".join([*(p.name for p in stack[stack.index(target.resolve()):]), target.name])
+        problem = f"would include itself ({chain}): refused"
+    elif problem is None and len(stack) >= MAX_DEPTH:
+        problem = f"nests includes deeper than {MAX_DEPTH}: refused"
+    if problem:
+        parsed.findings.append(Finding(Kind.ERROR, directive.file, directive.line, "IncludeFile", f"{name}: {problem}"))
+        return
+    try:
+        _read(target, display, parsed, stack)
+    except ImportFailure as exc:
+        parsed.findings.append(Finding(Kind.ERROR, directive.file, directive.line, "IncludeFile", str(exc)))
+
+
+def _directives(text: str, display: str, parsed: Parsed) -> list[Directive]:
+    out: list[Directive] = []
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _NAME.match(line)
+        assert match is not None  # a non-empty stripped line has a first word
+        raw_name, args = match.group(1), match.group(2).strip()
+        if raw[0].isspace() and out and not is_known(raw_name):
+            previous = out[-1]
+            glue = "" if previous.name in _GLUE_TIGHT else " "
+            out[-1] = Directive(previous.file, previous.line, previous.name, previous.raw_name,
+                                previous.args + glue + line, previous.known)
+            parsed.findings.append(Finding(
+                Kind.NOTE, display, number, previous.name,
+                f"indented line taken as the rest of line {previous.line} (a wrapped line); check it",
+            ))
+            continue
+        name, args = canonical_name(raw_name, args)
+        known = is_known(raw_name) and (not name.startswith("Option ") or known_option(name))
+        out.append(Directive(display, number, name, raw_name, args, known))
+    return out
