@@ -201,7 +201,7 @@ def test_malformed_streams_raise_bad_encoding(coding, encoded):
 # --- encoders and negotiation --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["gzip", "br", "identity"])
+@pytest.mark.parametrize("name", ["gzip", "br", "zstd", "identity"])
 def test_encoders_stream_and_flush(name):
     encoder = make_encoder(name)
     assert encoder.name == name
@@ -219,13 +219,15 @@ def test_unknown_encoder():
 
 
 @pytest.mark.parametrize(("accept", "expected"), [
-    ("gzip, deflate, br, zstd", "br"),
+    ("gzip, deflate, br, zstd", "zstd"),  # the cheapest to encode (docs/rewriting.md)
+    ("gzip, deflate, br", "br"),
+    ("zstd;q=0, *", "br"),
     ("gzip, deflate", "gzip"),
     ("br;q=0.5, gzip;q=0.9", "gzip"),
     ("br;q=1.0, gzip;q=1.0", "br"),
     ("gzip;q=0, br;q=0", "identity"),
-    ("*", "br"),
-    ("*;q=0.1, br;q=0", "gzip"),
+    ("*", "zstd"),
+    ("*;q=0.1, br;q=0, zstd;q=0", "gzip"),
     ("x-gzip", "gzip"),
     ("identity", "identity"),
     ("", "identity"),

@@ -19,7 +19,9 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+import zstandard
 from aiohttp import web
 
 from proxy.context import ROUTES
@@ -130,18 +132,27 @@ async def test_every_corpus_page_is_rewritten_completely_and_maps_back(
     table: RewriteTable = proxy.app[ROUTES].rewrite  # the proxy's own table
     back = table.to_vendor()
     browser = Browser(proxy)
+    # The proxy's answers as sent (the test's browser would undo their coding itself).
+    raw = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
     try:
         assert (await browser.sign_in("1000", "1111", f"http://www.vendor.test{suffix}/")).status == 200
         host = proxy.proxied_host(f"http://www.vendor.test{suffix}")
         mentions = 0
         for name in sorted(files):
             for form in FORMS:
-                reply = await browser.get(f"http://{host}/corpus/{name}?as={form}", follow=False,
-                                          headers={"Accept-Encoding": "gzip" if form == "gzip" else "identity"})
-                assert reply.status == 200, (name, form)
-                body = reply.body  # decoded by the client when the proxy compressed it
-                if body[:2] == b"\x1f\x8b":
-                    body = gzip.decompress(body)
+                # A compressed page goes to a browser that takes zstd (the proxy's first choice).
+                accept = "gzip, deflate, br, zstd" if form == "gzip" else "identity"
+                headers = {"Host": host, "Cookie": browser.cookie_header(host), "Accept-Encoding": accept}
+                async with raw.get(f"http://127.0.0.1:{proxy.port}/corpus/{name}?as={form}", headers=headers,
+                                   allow_redirects=False) as reply:
+                    assert reply.status == 200, (name, form)
+                    body = await reply.read()
+                    coding = reply.headers.get("Content-Encoding")
+                if form == "gzip":
+                    assert coding == "zstd", name
+                    body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+                else:
+                    assert coding is None, name
                 vendor = expected(files, name, form)
                 left = LEFT_IN_URL.findall(body)
                 assert not left, f"{name} ({form}): {len(left)} vendor URLs left, e.g. {left[:3]}"
@@ -151,6 +162,7 @@ async def test_every_corpus_page_is_rewritten_completely_and_maps_back(
                 mentions += len(HOST_CASE.findall(vendor))
         assert mentions > 1000 * len(FORMS) // 2  # the corpus is what the test is about
     finally:
+        await raw.close()
         await browser.close()
 
 
