@@ -140,6 +140,20 @@ def test_answers_of_pysip2_decode_to_the_wanted_fields_only() -> None:
     assert "Private" not in repr(decoded)
 
 
+@pytest.mark.parametrize(("frame", "fields"), [
+    # Published in other SIP2 implementations' tests: an ACS login answer, and a login request.
+    (b"941AY1AZFDFC\r", None),
+    (b"9300CNuu|COpp|AY1AZF9E9\r", [("CN", "uu"), ("CO", "pp")]),
+])
+def test_golden_messages(frame: bytes, fields: list[tuple[str, str]] | None) -> None:
+    if fields is None:
+        answer = codec.decode(frame, command="94", fixed_length=1, wanted=frozenset(), checksums=True,
+                              encoding="ascii")
+        assert (answer.fixed, answer.sequence) == ("1", 1)
+    else:
+        assert codec.encode("93", "00", fields, sequence=1, encoding="ascii") == frame
+
+
 @given(st.binary(min_size=1, max_size=300))
 def test_checksums_match_pysip2_and_keep_leading_zeros(data: bytes) -> None:
     ours = codec.checksum(data)
