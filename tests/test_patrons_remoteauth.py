@@ -395,6 +395,50 @@ async def test_https_with_the_test_ca_and_an_untrusted_one(tls_files: TlsFiles, 
     assert len(problems) == 3 and all("certificate not trusted" in p for p in problems), problems
 
 
+def make_client_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A fresh CA and a client certificate (clientAuth) it signed: (ca, cert, key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "libproxy test client CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "libproxy")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (directory / "client-ca.pem", directory / "client.pem", directory / "client-key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+async def test_a_client_certificate_when_the_server_asks_for_one(tls_files: TlsFiles, tmp_path: Path) -> None:
+    client_ca, cert, key = make_client_cert(tmp_path)
+    context = server_tls(tls_files)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(client_ca)
+    async with RemoteAuthService(ssl_context=context) as server:
+        async with running(options_for(server.origin, ca_file=str(tls_files.ca))) as auth:
+            with pytest.raises(DirectoryUnavailable):  # no certificate: the handshake fails
+                await auth.authenticate("29000100000011", "1111")
+        options = options_for(server.origin, ca_file=str(tls_files.ca), client_cert=str(cert), client_key=str(key))
+        async with running(options) as auth:
+            assert await auth.authenticate("29000100000011", "1111") is not None
+            assert await auth.authenticate("29000100000011", "1112") is None
+
+
 # ----------------------------------------------------------------------------------------------
 # Through the proxy
 
