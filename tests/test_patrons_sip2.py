@@ -545,9 +545,14 @@ def session_store_dump(app: Any) -> str:
 
 
 async def test_personal_data_reach_nothing_the_proxy_writes(
-    tmp_path: Path, echo: Any, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, echo: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # SIP2 clients have been known to write every message to a log file in the working
+    # directory (the PyPI `sip2` package: sip2.log): this one must write nothing there.
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     url = f"{echo.origin}/echo"
     async with Sip2Service(patrons=with_patron(MARKED_CARD, MARKED)) as server, \
             Relay(server.port) as relay:
@@ -564,6 +569,7 @@ async def test_personal_data_reach_nothing_the_proxy_writes(
             await other.close()
             sessions = session_store_dump(proxy.app)
             await browser.close()
+    assert list(workdir.iterdir()) == []
     written = {"logs": caplog.text, "sessions": sessions}
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
