@@ -249,7 +249,7 @@ def cmd_import_ezproxy(args: argparse.Namespace) -> int:
     """Convert EZproxy configuration; the TOML goes to --out (or stdout), the report to --report
     (or stderr). Exit 1 only when nothing could be read or written; findings are in the report."""
     from proxy.ezproxy import ImportFailure, run_import
-    from proxy.ezproxy.report import render_json, render_text
+    from proxy.ezproxy.report import render_json, render_text, summary_line
 
     groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
     if not groups:
@@ -268,6 +268,7 @@ def cmd_import_ezproxy(args: argparse.Namespace) -> int:
             sys.stdout.write(result.toml)
         if args.report:
             Path(args.report).write_text(report, encoding="utf-8")
+            print(f"import-ezproxy: {summary_line(result.report)}", file=sys.stderr)
         else:
             sys.stderr.write(report)
     except OSError as exc:

@@ -333,15 +333,22 @@ def test_duplicate_hosts_first_stanza_wins(tmp_path: Path) -> None:
         "Title First\nURL https://www.first.example\nHJ shared.example\nDJ shared-domain.example\n"
         "Title Second\nURL https://www.second.example\nHJ shared.example\nDJ shared-domain.example\n"
         "Title Third\nURL https://shared.example/start\n"
+        "Title Fourth\nURL https://www.fourth.example\nHJ x.shared-domain.example\nHJ x.shared-domain.example:8443\n"
+        "DJ sub.shared-domain.example\n"
+        "Title Fifth\nURL https://www.shared-domain.example/\n"
     ))
     got = vendors(result)
     assert got["first"]["hosts"] == ["https://www.first.example", "shared.example"]
     assert got["second"]["hosts"] == ["https://www.second.example"]
     assert "domains" not in got["second"]
-    assert "third" not in got
+    assert "third" not in got and "fifth" not in got
+    # An earlier Domain takes the hosts and sub-domains under it (on default ports, as ours match).
+    assert got["fourth"]["hosts"] == ["https://www.fourth.example", "x.shared-domain.example:8443"]
+    assert "domains" not in got["fourth"]
     dups = {f.line: f.message for f in findings(result, Kind.DUPLICATE)}
     assert "'first'" in dups[5] and "domain shared-domain.example" in dups[5]
-    assert "not imported" in dups[9]
+    assert "not imported" in dups[9] and "not imported" in dups[16]
+    assert "domain sub.shared-domain.example" in dups[11]
     check_config(tmp_path, result.toml)
 
 
@@ -374,7 +381,7 @@ def test_find_replace_pairs_and_markers(tmp_path: Path) -> None:
 def test_fixed_verdicts_of_per_database_directives(tmp_path: Path) -> None:
     result = convert(tmp_path, (
         "Title D\nURL https://d.example\n"
-        "HTTPHeader -request -process X-Requested-With\nHTTPMethod PUT\nByteServe\n"
+        "HTTPHeader -request -process X-EIS-Feature-Flag\nHTTPMethod PUT\nByteServe\n"
         "MimeFilter application/json .* javascript\nMimeFilter text/event-stream .* javascript\n"
         "ProxyHostnameEdit d.example$ d-example\nPHE x$ y\nRedirectSafe login.d.example\n"
         "Cookie name=value; domain=.d.example\nOption DomainCookieOnly\nOption NoCookie\nWhatever x\nOption Odd\n"
@@ -388,6 +395,13 @@ def test_fixed_verdicts_of_per_database_directives(tmp_path: Path) -> None:
         ("Whatever", Kind.NO_EQUIVALENT), ("Option Odd", Kind.NO_EQUIVALENT),
     ]
     assert all(f.vendor == "d" for f in findings(result) if f.directive in ("HTTPHeader", "Cookie"))
+    headers = convert(tmp_path, (
+        "Title H\nURL https://h.example\nHTTPHeader -request -process Range\nHTTPHeader Authorization\n"
+        "HTTPHeader -response -block Set-Cookie\n"
+    ))
+    assert [(f.kind, f.message.split(" ")[0]) for f in findings(headers)] == [
+        (Kind.DEFAULT, "Range"), (Kind.NO_EQUIVALENT, "Authorization"), (Kind.DEFAULT, "Set-Cookie:"),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,6 +431,8 @@ def test_privacy_breaking_directives_are_named_and_not_carried(tmp_path: Path) -
     privacy = {f.line: f for f in findings(result, Kind.PRIVACY)}
     assert sorted(privacy) == [1, 3, 4, 5, 6, 7, 8, 10]
     assert "^U" in privacy[10].message
+    assert privacy[7].message.endswith("(it applied to leaky)")  # ended by NoX-Forwarded-For before Clean
+    assert privacy[8].message.endswith("(it applied to leaky)")  # ended by the bare AddUserHeader
     got = vendors(result)
     assert got["leaky"]["start"] == "https://leaky.example/start?lib=1"
     assert "X-Library-User" not in result.toml

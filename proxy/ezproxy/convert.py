@@ -146,6 +146,9 @@ class Replay:
         self.anon_used: set[AnonRule] = set()
         self.anon_reported: set[tuple[AnonRule, str]] = set()
         self.stanza_at_network: dict[int, int] = {}  # id(directive) -> stanzas before it
+        # Position-dependent privacy directives in force: name -> (index of its finding, vendor ids
+        # it would have applied to), so the report can say which databases it concerned.
+        self.leaks: dict[str, tuple[int, list[str]]] = {}
 
     # -- findings ------------------------------------------------------------------------------
 
@@ -192,7 +195,22 @@ class Replay:
         )
         self.stanzas.append(stanza)
         self.current = stanza
+        for _, affected in self.leaks.values():
+            affected.append(stanza.id)
         return stanza
+
+    def leak_starts(self, d: Directive, message: str) -> None:
+        """A position-dependent privacy directive: flagged, and followed until it is ended."""
+        self.add(Kind.PRIVACY, d, message)
+        self.leaks[d.name] = (len(self.findings) - 1, [])
+
+    def leak_ends(self, name: str) -> None:
+        index, affected = self.leaks.pop(name, (-1, []))
+        if index >= 0 and affected:
+            old = self.findings[index]
+            more = "..." if len(affected) > 8 else ""
+            self.findings[index] = Finding(old.kind, old.file, old.line, old.directive,
+                                           f"{old.message} (it applied to {', '.join(affected[:8])}{more})", old.vendor)
 
     def title(self, d: Directive) -> None:
         title, hidden = clean_title(d.args)
@@ -377,10 +395,33 @@ class Replay:
         self.never_proxy.append(d)
 
     def add_user_header(self, d: Directive) -> None:
+        self.leak_ends("AddUserHeader")
         if d.args:
-            self.add(Kind.PRIVACY, d, f"sends the patron's user name to vendors in a request header: {INSTEAD_SHORT}")
+            self.leak_starts(d, f"sends the patron's user name to vendors in a request header: {INSTEAD_SHORT}")
         else:
             self.add(Kind.DEFAULT, d, "ends an AddUserHeader: the proxy never adds user headers")
+
+    def http_header(self, d: Directive) -> None:
+        """``HTTPHeader [-request|-response] [-process|-block|...] name``: EZproxy's per-header rule."""
+        from proxy.forward.headers import ALLOWED_REQUEST
+
+        words = d.args.split()
+        name = next((w for w in reversed(words) if not w.startswith("-")), "")
+        response = any(w.lower() == "-response" for w in words)
+        if not name:
+            self.add(Kind.ERROR, d, "names no header: ignored")
+        elif response:
+            self.add(Kind.DEFAULT, d, f"{name}: response headers are mapped by the proxy (URLs in them rewritten, "
+                     "cookies kept server-side, the rest passed)")
+        elif name.lower() in ALLOWED_REQUEST:
+            self.add(Kind.DEFAULT, d, f"{name} is on the proxy's request header allow-list: it is always forwarded")
+        elif name.lower() in ("authorization", "cookie", "proxy-authorization"):
+            # SECURITY: these could carry the patron's credentials for other sites; never forwarded.
+            self.add(Kind.NO_EQUIVALENT, d, f"{name} is never forwarded (it can carry credentials): the vendor's "
+                     "own sign-in state is kept in the server-side cookie jar instead")
+        else:
+            self.add(Kind.NO_EQUIVALENT, d, f"{name}: request headers leave the proxy only from a fixed allow-list "
+                     "and this one is not on it; if the site needs it, raise it with the proxy's maintainers")
 
     def log_format(self, d: Directive) -> None:
         personal = _LOG_PERSONAL.findall(d.args)
@@ -413,7 +454,11 @@ class Replay:
             return
         if d.name in ("Option Cookie", "Option DomainCookieOnly", "Option NoCookie", "Option NoCookiePassThrough"):
             self.cookie_passthrough = False
-        if d.name in FIXED:
+        if d.name in ("Option X-Forwarded-For", "Option NoX-Forwarded-For"):
+            self.leak_ends("Option X-Forwarded-For")
+        if d.name == "Option X-Forwarded-For":
+            self.leak_starts(d, f"{FIXED[d.name][1]}: {INSTEAD_SHORT}")
+        elif d.name in FIXED:
             kind, reason = FIXED[d.name]
             self.fixed(d, kind, reason)
         else:
@@ -434,7 +479,7 @@ _HANDLERS = {
     "AutoLoginIP": Replay.autologin_ip, "ExcludeIP": Replay.exclude_ip, "IncludeIP": Replay.include_ip,
     "AnonymousURL": Replay.anonymous_url, "NeverProxy": Replay.never_proxy_line,
     "AddUserHeader": Replay.add_user_header, "LogFormat": Replay.log_format, "LogSPU": Replay.log_format,
-    "Audit": Replay.audit, "MimeFilter": Replay.mime_filter,
+    "Audit": Replay.audit, "MimeFilter": Replay.mime_filter, "HTTPHeader": Replay.http_header,
 }
 
 
@@ -445,4 +490,6 @@ def replay(directives: list[Directive], default_groups: tuple[str, ...]) -> Repl
         state.feed(directive)
     if state.pending_find is not None:
         state.add(Kind.ERROR, state.pending_find, "has no Replace after it: not carried over")
+    for name in list(state.leaks):
+        state.leak_ends(name)
     return state

@@ -21,7 +21,7 @@ ABBREVIATIONS: dict[str, str] = {
 MAPPED = (
     "Title", "URL", "Host", "HostJavaScript", "Domain", "DomainJavaScript", "Description", "NeverProxy",
     "AnonymousURL", "Find", "Replace", "Group", "IncludeFile", "AutoLoginIP", "ExcludeIP", "IncludeIP",
-    "AddUserHeader", "LogFormat", "LogSPU", "Audit", "MimeFilter", "Option",
+    "AddUserHeader", "LogFormat", "LogSPU", "Audit", "MimeFilter", "HTTPHeader", "Option",
 )
 
 # Directives that belong to the database definition they appear in (findings name its vendor).
@@ -130,8 +130,6 @@ FIXED: dict[str, tuple[Kind, str]] = {
     "Option MenuByGroups": _none("/databases lists every vendor and says which need another card"),
     "Option LoginReplaceGroups": _none("groups come from the patron directory at each sign-in"),
     # Per-database behaviour the proxy does not have.
-    "HTTPHeader": _none("request headers leave the proxy only from a fixed allow-list, and this header is not on "
-                        "it; if the site needs it, raise it with the proxy's maintainers"),
     "Cookie": _none("the proxy sets no fixed cookies for vendors; their own cookies are kept per session"),
     "CookieFilter": _none("vendor cookies are kept server-side; there is nothing to filter in the browser"),
     "FormVariable": _none(_FORMS + " (a shared vendor account); ask the vendor for IP or assertion-based access, "

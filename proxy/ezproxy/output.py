@@ -28,7 +28,12 @@ def toml_string(value: str) -> str:
 
 
 def toml_list(values: list[str] | tuple[str, ...]) -> str:
-    return "[" + ", ".join(toml_string(v) for v in values) + "]"
+    """A list on one line when short, else one item per line (readable diffs under version control)."""
+    items = [toml_string(v) for v in values]
+    line = "[" + ", ".join(items) + "]"
+    if len(line) <= 100:
+        return line
+    return "[\n" + "".join(f"    {item},\n" for item in items) + "]"
 
 
 def _comment(text: str) -> str:

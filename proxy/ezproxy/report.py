@@ -95,6 +95,13 @@ class Report:
         return {f.file for f in self.findings if f.kind is Kind.ERROR}
 
 
+def summary_line(report: Report) -> str:
+    """One line for the terminal when the report itself went to a file."""
+    counts = Counter(f.kind for f in report.findings)
+    parts = ", ".join(f"{counts.get(kind, 0)} {kind}" for kind in Kind)
+    return f"{len(report.vendors)} vendor entries, {report.networks} library networks; findings: {parts}"
+
+
 def render_text(report: Report) -> str:
     """The report for IT staff: a summary, then one section per kind, each line file:line."""
     counts = Counter(f.kind for f in report.findings)

@@ -60,6 +60,9 @@ def finish(state: Replay) -> Conversion:
                 r"\s(?:U|URL)\s+https?://", stanza.title, re.IGNORECASE) else ""
             state.add_at(Kind.ERROR, stanza.where, "Title", f"{stanza.title!r} has no URL line (the starting point): "
                          f"not imported{hint}", stanza.id)
+    for stanza in state.stanzas:
+        # A domain under another domain of the same stanza adds nothing (nothing is lost).
+        stanza.domains = [d for d in stanza.domains if not any(d.endswith("." + p) for p in stanza.domains)]
     _never_proxy(state)
     _duplicates(state)
     for stanza in state.stanzas:
@@ -128,37 +131,69 @@ def _leave_out(state: Replay, d: Directive, stanza: Stanza, hosts: set[str], por
              "never proxies it, and links to it will lead straight to the vendor", stanza)
 
 
+def _covering(host: str, domain_owner: dict[str, Stanza]) -> tuple[str, Stanza] | None:
+    """The earlier domain (and its stanza) that covers ``host``: the host itself or a parent."""
+    labels = host.split(".")
+    for n in range(len(labels) - 1):
+        suffix = ".".join(labels[n:])
+        if suffix in domain_owner:
+            return suffix, domain_owner[suffix]
+    return None
+
+
+def _owner_of(origin: Origin, host_owner: dict[Origin, Stanza], domain_owner: dict[str, Stanza]) -> str | None:
+    """Which earlier stanza EZproxy would give this origin to, described; None if no earlier one."""
+    keeper = host_owner.get(origin)
+    if keeper is not None:
+        return keeper.id
+    # Our domains cover default ports only, so only there does an earlier Domain take the host.
+    covered = _covering(origin.host, domain_owner) if origin.default_port else None
+    return covered[1].id if covered else None
+
+
 def _duplicates(state: Replay) -> None:
+    """EZproxy gives a URL to the first database whose Host or Domain matches it; the proxy
+    refuses one host in two vendors and prefers an exact host or the longest domain. Leaving each
+    later stanza only what no earlier one matches makes both choose the same vendor."""
     host_owner: dict[Origin, Stanza] = {}
     domain_owner: dict[str, Stanza] = {}
+    by_id = {s.id: s for s in state.stanzas}
     for stanza in _live(state):
-        keeper = host_owner.get(stanza.start_origin) if stanza.start_origin is not None else None
-        if keeper is not None:
-            stanza.dropped = f"its starting point's host belongs to {keeper.id!r}"
-            state.add_at(Kind.DUPLICATE, stanza.where, "Title", f"{stanza.title!r} starts at {stanza.start!r}, whose "
-                         f"host is already in {keeper.id!r} ({keeper.file}:{keeper.line}); EZproxy gives that host to "
-                         "the first database, so this one is not imported: its links work through "
-                         f"{keeper.id!r}", stanza.id)
+        start = stanza.start_origin
+        keeper_id = _owner_of(start, host_owner, domain_owner) if start is not None else None
+        if keeper_id is not None:
+            keeper = by_id[keeper_id]
+            stanza.dropped = f"its starting point's host belongs to {keeper_id!r}"
+            state.add_at(Kind.DUPLICATE, stanza.where, "Title", f"{stanza.title!r} starts at {stanza.start!r}, a host "
+                         f"that {keeper_id!r} ({keeper.file}:{keeper.line}) already matches; EZproxy gives it to the "
+                         f"first database, so this one is not imported: its links work through {keeper_id!r}",
+                         stanza.id)
             continue
         lost: dict[str, list[str]] = defaultdict(list)
         kept = []
         for origin in stanza.origins:
-            owner = host_owner.setdefault(origin, stanza)
-            if owner is stanza:
+            owner_id = _owner_of(origin, host_owner, domain_owner)
+            if owner_id is None:
                 kept.append(origin)
             else:
-                lost[owner.id].append(origin.url)
-        stanza.origins = kept
-        for domain in list(stanza.domains):
-            owner = domain_owner.setdefault(domain, stanza)
-            if owner is not stanza:
-                stanza.domains.remove(domain)
-                lost[owner.id].append(f"domain {domain}")
+                lost[owner_id].append(origin.url)
+        kept_domains = []
+        for domain in stanza.domains:
+            covered = _covering(domain, domain_owner)
+            if covered is None:
+                kept_domains.append(domain)
+            else:
+                lost[covered[1].id].append(f"domain {domain}")
+        stanza.origins, stanza.domains = kept, kept_domains
+        for origin in kept:
+            host_owner[origin] = stanza
+        for domain in kept_domains:
+            domain_owner[domain] = stanza
         for owner_id, items in lost.items():
-            owner = next(s for s in state.stanzas if s.id == owner_id)
-            state.add_at(Kind.DUPLICATE, stanza.where, "Title", f"{', '.join(items)} also in {owner_id!r} "
-                         f"({owner.file}:{owner.line}), which keeps them (EZproxy's first database wins): left out "
-                         "here", stanza.id)
+            owner = by_id[owner_id]
+            state.add_at(Kind.DUPLICATE, stanza.where, "Title", f"{', '.join(items)} already matched by "
+                         f"{owner_id!r} ({owner.file}:{owner.line}), which keeps them (EZproxy's first database "
+                         "wins): left out here", stanza.id)
 
 
 def _anonymous(state: Replay, stanza: Stanza) -> None:
