@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--config", required=True)
     purge.set_defaults(func=cmd_purge)
 
-    ezproxy = sub.add_parser("import-ezproxy", help="convert EZproxy config.txt or stanza files into [[vendor]] entries")
+    ezproxy = sub.add_parser("import-ezproxy",
+                             help="convert EZproxy config.txt or stanza files into [[vendor]] entries")
     ezproxy.add_argument("files", nargs="+", metavar="FILE",
                          help="config.txt or stanza files, read in this order (IncludeFile is followed)")
     ezproxy.add_argument("--out", help="write the TOML here (default: standard output)")
