@@ -20,6 +20,7 @@ from proxy import config as config_mod
 from proxy.cli import main as cli_main
 from proxy.ezproxy import ImportResult, run_import
 from proxy.ezproxy.convert import derive_id
+from proxy.ezproxy.directives import canonical_name
 from proxy.ezproxy.report import Finding, Kind, render_json, render_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,6 +190,20 @@ def test_title_noise_and_hide(tmp_path: Path) -> None:
 def test_url_without_title_starts_a_database(tmp_path: Path) -> None:
     result = convert(tmp_path, "URL http://www.kluwerpatentlaw.com\nHJ www.kluwerpatentlaw.com\n")
     assert vendors(result)["www-kluwerpatentlaw-com"]["start"] == "http://www.kluwerpatentlaw.com"
+
+
+def test_description_nested_domains_and_a_second_chance_url(tmp_path: Path) -> None:
+    result = convert(tmp_path, (
+        "Title V\nURL https://v.example\nDescription A general encyclopedia\nDJ v.example\nDJ cdn.v.example\n"
+        "Title W\nURL htp:/broken\nURL https://w.example\n"
+        "Option I choose to use Domain lines that threaten the security of my network\n"
+    ))
+    got = vendors(result)
+    assert got["v"]["description"] == "A general encyclopedia"
+    assert got["v"]["domains"] == ["v.example"]  # cdn.v.example adds nothing under v.example
+    assert got["w-example"]["start"] == "https://w.example"  # the broken URL is reported, the next one starts anew
+    assert [f.line for f in findings(result, Kind.ERROR)] == [7]
+    assert findings(result, Kind.NO_EQUIVALENT)[0].directive.startswith("Option I choose")
 
 
 def test_stanza_without_url_is_an_error(tmp_path: Path) -> None:
@@ -610,6 +625,22 @@ def scan_privacy(path: Path) -> set[int]:
             if any(p.search(line.strip()) for p in _PRIVACY_LINE)}
 
 
+# Directives whose whole content lands in the TOML (or that only reset a position-dependent
+# setting): they need no line of their own in the report.
+_CARRIED = {"Title", "URL", "Host", "HostJavaScript", "Domain", "DomainJavaScript", "Description", "Find", "Replace",
+            "AnonymousURL", "IncludeFile", "IncludeIP", "Option CookiePassThrough"}
+
+
+def assert_nothing_dropped_silently(path: Path, result: ImportResult) -> None:
+    reported = {f.line for f in result.report.findings if f.file == str(path)}
+    for number, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), start=1):
+        words = line.split(maxsplit=1)
+        if not words or words[0].startswith("#"):
+            continue
+        name, _ = canonical_name(words[0], words[1] if len(words) > 1 else "")
+        assert name in _CARRIED or number in reported, f"{path}:{number}: {line!r} is neither carried nor reported"
+
+
 def test_corpus_every_file_imports_or_is_reported() -> None:
     files = corpus_files()
     assert len(files) > 1100
@@ -623,6 +654,7 @@ def test_corpus_every_file_imports_or_is_reported() -> None:
         if not result.report.vendors:
             # Nothing imported: the report must say why, at a line of this file.
             assert any(f.file == str(path) and f.line >= 1 for f in result.report.findings), path
+        assert_nothing_dropped_silently(path, result)
         privacy = {f.line for f in findings(result, Kind.PRIVACY)}
         expected = scan_privacy(path)
         assert expected == privacy, (path, expected, privacy)

@@ -8,9 +8,9 @@ them* takes, until changed: ``Group``, ``Option CookiePassThrough`` (ended by ``
 ``AutoLoginIP``/``ExcludeIP``/``IncludeIP``, and the privacy-breaking ``AddUserHeader`` and
 ``Option X-Forwarded-For``. ``NeverProxy`` is global.
 
-This module replays that reading. The order rules that need the whole table (the first stanza
-to list a host keeps it, NeverProxy, anonymous paths that must not open more than EZproxy did)
-run when every stanza is known, in ``_finish``.
+This module replays that reading. The rules that need the whole table (the first stanza to
+match a host keeps it, NeverProxy, anonymous paths that must not open more than EZproxy did,
+library networks) run when every stanza is known, in ``tables.finish``.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ class Replay:
             words.pop(0)  # "URL -Form=post name url": the form's name
         target = " ".join(words)
         stanza = self.current
-        if stanza is None or stanza.start:
+        if stanza is None or stanza.start or stanza.dropped:
             host = re.sub(r"^[a-z]+://", "", target.lower()).split("/", 1)[0]
             stanza = self.start_stanza(host or "Untitled database", d)
             self.add(Kind.NOTE, d, f"URL with no Title before it starts a new database, titled {stanza.title!r}")

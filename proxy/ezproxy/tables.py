@@ -224,6 +224,7 @@ def _anonymous(state: Replay, stanza: Stanza) -> None:
         elif pattern is not None and pattern.host_glob is not None:
             others = [h for h in hosts if not host_glob_matches(pattern.host_glob, h)]
             others += [f"*.{d}" for d in stanza.domains if not host_glob_matches(pattern.host_glob, "x." + d)]
+            others += [d for d in stanza.domains if not host_glob_matches(pattern.host_glob, d)]
             if others:
                 refusal = (f"names {pattern.host_glob} only, but anonymous paths apply to every host of the vendor "
                            f"(also {', '.join(others[:3])}{'...' if len(others) > 3 else ''})")
