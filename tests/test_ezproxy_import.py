@@ -413,9 +413,11 @@ def test_fixed_verdicts_of_per_database_directives(tmp_path: Path) -> None:
     headers = convert(tmp_path, (
         "Title H\nURL https://h.example\nHTTPHeader -request -process Range\nHTTPHeader Authorization\n"
         "HTTPHeader -response -block Set-Cookie\n"
+        "HTTPHeader -request -inject x-proxy-server (server:url:http =~ \"@^http://([^:]+)@\", re:1)\n"
     ))
     assert [(f.kind, f.message.split(" ")[0]) for f in findings(headers)] == [
         (Kind.DEFAULT, "Range"), (Kind.NO_EQUIVALENT, "Authorization"), (Kind.DEFAULT, "Set-Cookie:"),
+        (Kind.NO_EQUIVALENT, "x-proxy-server:"),
     ]
 
 
@@ -432,6 +434,7 @@ Identifier -sha1 secret
 Option LogUser
 Option X-Forwarded-For
 AddUserHeader X-Library-User
+HTTPHeader -request -inject X-Patron (session:user)
 Title Leaky
 URL https://leaky.example/start?lib=1&user=^U
 AddUserHeader
@@ -444,8 +447,8 @@ URL https://clean.example/
 def test_privacy_breaking_directives_are_named_and_not_carried(tmp_path: Path) -> None:
     result = convert(tmp_path, PRIVACY_CONFIG)
     privacy = {f.line: f for f in findings(result, Kind.PRIVACY)}
-    assert sorted(privacy) == [1, 3, 4, 5, 6, 7, 8, 10]
-    assert "^U" in privacy[10].message
+    assert sorted(privacy) == [1, 3, 4, 5, 6, 7, 8, 9, 11]
+    assert "^U" in privacy[11].message
     assert privacy[7].message.endswith("(it applied to leaky)")  # ended by NoX-Forwarded-For before Clean
     assert privacy[8].message.endswith("(it applied to leaky)")  # ended by the bare AddUserHeader
     got = vendors(result)
@@ -454,8 +457,8 @@ def test_privacy_breaking_directives_are_named_and_not_carried(tmp_path: Path) -
     text = render_text(result.report)
     assert "config.txt:8: AddUserHeader" in text
     assert "signed membership assertion" in text
-    not_privacy = {f.line: f.kind for f in findings(result) if f.line in (2, 11, 12)}
-    assert not_privacy == {2: Kind.DEFAULT, 11: Kind.DEFAULT, 12: Kind.DEFAULT}
+    not_privacy = {f.line: f.kind for f in findings(result) if f.line in (2, 12, 13)}
+    assert not_privacy == {2: Kind.DEFAULT, 12: Kind.DEFAULT, 13: Kind.DEFAULT}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -615,6 +618,7 @@ _PRIVACY_LINE = [re.compile(p, re.IGNORECASE) for p in (
     r"^option\s+log(user|session|referer|saml)\s*$",
     r"^(url|u|host|h|hostjavascript|hj)\s.*\^[ub]",
     r"^(sso|tokenkey|tokensignaturekey|books24x7site|ebrarysite|eblsecret|overdrivesite)\b",
+    r"^httpheader\s+(-\S+\s+)*\S+\s.*\b(login|session|user|auth|ip|client)\w*:",
 )]
 
 

@@ -40,6 +40,8 @@ _ID_CHARS = re.compile(r"[^a-z0-9]+")
 _TITLE_NOISE = re.compile(r"\s*\((?:updated|added|revised|new|rev\.?)\b[^)]*\)\s*$", re.IGNORECASE)
 _GROUP_CHARS = re.compile(r"[^a-z0-9_-]+")
 _LOG_PERSONAL = re.compile(r"%(?:\{[^}]*\})?[uh]")
+# EZproxy expression variables about the patron (login:user, session:user, user:..., the client IP).
+_PERSONAL_EXPRESSION = re.compile(r"\b(?:login|session|user|auth|ip|client)\w*:", re.IGNORECASE)
 _REWRITTEN_MIME = ("text/", "application/json", "application/javascript", "application/x-javascript",
                    "application/ecmascript", "application/xml", "application/xhtml+xml")
 
@@ -402,15 +404,22 @@ class Replay:
             self.add(Kind.DEFAULT, d, "ends an AddUserHeader: the proxy never adds user headers")
 
     def http_header(self, d: Directive) -> None:
-        """``HTTPHeader [-request|-response] [-process|-block|...] name``: EZproxy's per-header rule."""
+        """``HTTPHeader [-request|-response] [-process|-block|-inject|-edit|-unrewrite] name [value]``."""
         from proxy.forward.headers import ALLOWED_REQUEST
 
         words = d.args.split()
-        name = next((w for w in reversed(words) if not w.startswith("-")), "")
-        response = any(w.lower() == "-response" for w in words)
+        flags = {w.lower() for w in words if w.startswith("-")}
+        name = next((w for w in words if not w.startswith("-")), "")
+        value = d.args.split(name, 1)[1].strip() if name else ""
         if not name:
             self.add(Kind.ERROR, d, "names no header: ignored")
-        elif response:
+        elif _PERSONAL_EXPRESSION.search(value):
+            self.add(Kind.PRIVACY, d, f"{name}: its value is computed from the patron's session, user or address: "
+                     f"{INSTEAD_SHORT}")
+        elif "-inject" in flags or "-edit" in flags:
+            self.add(Kind.NO_EQUIVALENT, d, f"{name}: the proxy adds or edits no request headers of its own "
+                     "besides the membership assertion")
+        elif "-response" in flags:
             self.add(Kind.DEFAULT, d, f"{name}: response headers are mapped by the proxy (URLs in them rewritten, "
                      "cookies kept server-side, the rest passed)")
         elif name.lower() in ALLOWED_REQUEST:
