@@ -77,6 +77,7 @@ class Stanza:
     replace: list[tuple[str, str]] = field(default_factory=list)
     anonymous_paths: list[str] = field(default_factory=list)
     dropped: str = ""  # why the stanza is not written, when it is not
+    source_title: str = ""  # the Title line as written, with OCLC's "(updated ...)" version note
 
     @property
     def where(self) -> tuple[str, int]:
@@ -217,6 +218,7 @@ class Replay:
     def title(self, d: Directive) -> None:
         title, hidden = clean_title(d.args)
         stanza = self.start_stanza(title or "Untitled database", d)
+        stanza.source_title = d.args
         if not title:
             self.add(Kind.NOTE, d, f"has no text: titled {stanza.title!r}")
         if hidden:

@@ -61,8 +61,9 @@ def render_toml(conversion: Conversion, files: list[str]) -> str:
 
 
 def _vendor(stanza: Stanza, on_site: str) -> list[str]:
+    source = f": Title {stanza.source_title}" if stanza.source_title else ""  # keeps OCLC's stanza version
     lines = [
-        _comment(f"from {stanza.file}:{stanza.line}"),
+        _comment(f"from {stanza.file}:{stanza.line}{source}"),
         "[[vendor]]",
         f"id = {toml_string(stanza.id)}",
         f"title = {toml_string(stanza.title)}",
