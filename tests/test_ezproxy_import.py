@@ -131,6 +131,13 @@ def test_latin1_file_is_read_and_noted(tmp_path: Path) -> None:
     assert any("Latin-1" in f.message for f in findings(result, Kind.NOTE))
 
 
+def test_odd_characters_stay_valid_toml(tmp_path: Path) -> None:
+    result = convert(tmp_path, 'Title Tab\tand "quotes" \\ and \x01 control\nURL https://odd.example/a?b="c"\n')
+    entry = vendors(result)["tab-and-quotes-and-control"]
+    assert entry["title"] == 'Tab and "quotes" \\ and \x01 control'
+    assert entry["start"] == 'https://odd.example/a?b="c"'
+
+
 def test_byte_order_mark_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbfTitle Bom\nURL https://bom.example\n")

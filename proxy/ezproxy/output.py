@@ -37,7 +37,9 @@ def toml_list(values: list[str] | tuple[str, ...]) -> str:
 
 
 def _comment(text: str) -> str:
-    return "# " + " ".join(text.split())
+    """A one-line TOML comment; TOML refuses control characters there, so they become "?"."""
+    clean = "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in " ".join(text.split()))
+    return "# " + clean
 
 
 def render_toml(conversion: Conversion, files: list[str]) -> str:
