@@ -256,3 +256,38 @@ def test_the_compiled_loop_checks_its_arguments() -> None:
 
     with pytest.raises(RuntimeError):
         hostscan.rewrite(b"a.test b", 0, 8, spec, failing_miss)
+
+
+# --- real pages: every mention on the fast path -------------------------------------------------
+
+
+def test_every_mention_of_the_corpus_takes_the_compiled_path_once_known() -> None:
+    # Decisions are keyed by the bytes they read, not by the page around them: after one pass
+    # over the corpus, a second pass asks Python about nothing, and the memo holds one entry
+    # per form of each host, not one per place it appears.
+    from tests.corpus.vendorize import VENDOR_HOSTS, vendor_files
+
+    for port in (8081, 80):
+        suffix = "" if port == 80 else f":{port}"
+        configs = [VendorConfig(id="c", title="c", start="", groups=frozenset({"m"}),
+                                hosts=tuple(f"http://{h}{suffix}" for h in VENDOR_HOSTS), domains=())]
+        matcher = RewriteTable(VendorMap(configs, "proxy.localhost:8080", "http")).to_proxy("http")
+        assert matcher.accelerated
+        files = vendor_files(port)
+        first = {name: matcher.rewrite_all(data) for name, data in files.items()}
+        asked: list[object] = []
+
+        def counting(*args: object, asked: list[object] = asked, decide: object = matcher._miss) -> object:
+            asked.append(args)
+            return decide(*args)  # type: ignore[operator]
+
+        matcher._miss = counting  # type: ignore[method-assign,assignment]
+        assert {name: matcher.rewrite_all(data) for name, data in files.items()} == first
+        assert not asked
+        mentions = sum(data.lower().count(b".vendor.test") for data in files.values())
+        entries = sum(len(memo) for memo in matcher._shaped.values())
+        assert mentions > 1000 and entries < 100, (mentions, entries)
+
+
+def test_the_run_limit_is_the_same_in_both_loops() -> None:
+    assert hostscan.MAX_RUN == hosts_module._RUN_LIMIT

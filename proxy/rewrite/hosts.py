@@ -56,21 +56,30 @@ Speed
 The matcher searches each buffer for a few literal *anchors* (the registrable name, e.g.
 ``vendor.com``; names that share a top-level domain are merged into one ``.com`` anchor, so a
 table of many vendors costs a few passes, not one per vendor), in any case, and looks only at the
-bytes around each hit. Decisions are memoised by those bytes (the same ``href="https://www.``
-context repeats all over a page), so a known hit costs one hash-table lookup.
+bytes around each hit. What a mention becomes depends on a few of them: before the host, the
+scheme, the slashes and colon in their escaped or encoded forms and one byte of word boundary;
+after it, a port and a dot. ``decide`` reports exactly which bytes it read, and the decision is
+memoised under those bytes alone, so the same form of the same host is one memo entry wherever it
+appears (``href="https://www.vendor.com/a`` and ``src='https://www.vendor.com/b`` share the key
+``'https://www.vendor.com/``), and a known hit costs one hash-table lookup.
 
 The hot loop (find the anchors, look each hit up in the memo, copy the bytes between edits) is
-compiled: ``_hostscan.c``. Only hits the memo does not know come back to Python, to ``_miss``
-and ``decide`` below, so every rule lives here, once; the compiled loop never decides anything
-itself. Built where a C compiler is at hand (``pip install`` does it); otherwise, or with
-``LIBPROXY_PURE_PYTHON=1``, the same loop runs in Python (``_one_anchor``): with one or two
+compiled: ``_hostscan.c``. It keeps no rule: a memo entry is filed with its *shape* (so many bytes
+before the host run or the anchor, so many after it), and for each hit the loop tries the shapes
+seen so far. Only hits the memo does not know come back to Python, to ``_miss`` and ``decide``
+below, so every rule lives here, once. On the real-world corpus (tests/corpus) every mention
+after the first of its form and host takes the compiled path. Built where a C compiler is at
+hand (``pip install`` does it); otherwise, or with ``LIBPROXY_PURE_PYTHON=1``, the same loop
+runs in Python (``_one_anchor``): with one or two
 anchors each is found by a case-insensitive ``re`` split of the buffer itself, starting at the
 anchor's first non-letter so ``re`` searches as fast as for a literal; with more, the buffer is
 lower-cased once and split with ``bytes.split``. tests/test_rewrite_accel.py holds the two loops
-to the same output. Measured by ``bench/bench_rewrite.py`` on this project's VM (Python 3.11),
-per 200 KB page with ~500 mentions: about 0.1 ms compiled (2 GB/s, faster than one
-``bytes.replace`` of a single literal), 0.8 ms in pure Python (1-2 µs per mention on top of two
-or three passes over the bytes).
+to the same output. The pure-Python loop memoises by a fixed window of bytes around each hit
+instead (one slice per hit is cheaper in Python than finding the exact bytes). Measured by
+``bench/bench_rewrite.py`` on this project's VM (Python 3.11), per 200 KB page with ~500
+mentions: about 0.1 ms compiled (2 GB/s, faster than one ``bytes.replace`` of a single literal),
+0.8 ms in pure Python (1-2 µs per mention on top of two or three passes over the bytes); on the
+corpus, about 0.03 ms per 138 KB file compiled (docs/rewriting.md).
 
 Everything is linear in the input: per hit the matcher reads a bounded window (at most
 ``MAX_MENTION`` bytes), memo tables are capped, and there is no backtracking regular expression.
@@ -87,8 +96,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from proxy.config import valid_host
-from proxy.vendors import DEFAULT_PORTS, Origin, VendorMap
+from proxy.vendors import DEFAULT_PORTS, Origin, VendorMap, valid_host
 
 if TYPE_CHECKING:
     from proxy.rewrite import _hostscan
