@@ -35,8 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from proxy.settings import Problems, Reader  # noqa: E402
 from proxy.patrons.ldap import LdapAuthenticator, LdapOptions, parse_options  # noqa: E402
+from proxy.settings import Problems, Reader  # noqa: E402
 from tests.ldap_server import (  # noqa: E402
     LDAPWHOAMI,
     PATRONS,

@@ -29,7 +29,8 @@ from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
-from proxy.forward.handler import Assertion, Forwarder
+from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
+from proxy.forward.limits import Slots
 from proxy.forward.route import Routes, VendorRoute
 from proxy.membership import Membership
 from proxy.network import LibraryNetwork, Networks, parse_network
@@ -111,6 +112,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     # ("GET http://evil.example/") would otherwise change what aiohttp thinks the host is.
     if not request.raw_path.startswith("/"):
         raise BadInput("malformed-request")
+    if "Transfer-Encoding" in request.headers and not _plain_chunked(request):
+        raise BadInput("malformed-request")
     host = request.headers.get("Host", "").lower()
     if not _HOST_HEADER.match(host):
         raise BadInput("malformed-host")
@@ -136,6 +139,17 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     if action is gate.Action.FORWARD and target is not None:
         return await _forward(request, routes, target, session, decision, library)
     return await _act(request, decision, target)
+
+
+def _plain_chunked(request: web.Request) -> bool:
+    """True when a Transfer-Encoding header is exactly "chunked" on HTTP/1.1.
+
+    SECURITY: RFC 9112 6.1: a coding other than chunked (``gzip, chunked``), or chunked on an
+    HTTP/1.0 request, is faulty framing that another server on the path may read differently
+    (request smuggling); aiohttp accepts both, so they are refused here.
+    """
+    values = request.headers.getall("Transfer-Encoding")
+    return request.version >= (1, 1) and len(values) == 1 and values[0].strip().lower() == "chunked"
 
 
 def _act_not_configured(app: web.Application) -> web.StreamResponse:
@@ -174,9 +188,11 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
             web_routes.set_session_cookie(response, site, new_id)
 
     origin, route = target
+    # Fair shares of the vendors' connections: per session, or per address for anonymous use.
+    client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
     return await app[context.FORWARDER].forward(
         request, routes, origin, route, session, member=decision.member, in_library=bool(library),
-        on_response=on_response,
+        client_key=client_key, on_response=on_response,
     )
 
 
@@ -207,6 +223,11 @@ async def _load_session(request: web.Request, app: web.Application, library: fro
     return session
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # SECURITY: no version numbers for anyone to match against advisories.
+    response.headers["Server"] = "libproxy"
+
+
 async def _not_found(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
@@ -215,9 +236,15 @@ def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application; its parts open and close with the app."""
     app = web.Application(
         middlewares=[proxy_middleware],
-        client_max_size=web_routes.MAX_FORM_BYTES,
-        handler_args={"max_field_size": 8190, "max_line_size": 8190},
+        # The largest body any handler reads whole: a vendor form post (Forwarder reads small
+        # forms up to MAX_FORM to map proxied URLs back). The sign-in form has its own, smaller
+        # limit (MAX_FORM_BYTES); uploads stream under [proxy] max_upload.
+        client_max_size=MAX_FORM,
+        # SECURITY: request bodies reach vendors exactly as the browser sent them: decoding
+        # them here would send decompressed bytes still labelled with their Content-Encoding.
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "auto_decompress": False},
     )
+    app.on_response_prepare.append(_server_header)
     app.add_routes(web_routes.routes)
     # Last, a catch-all: requests for proxied hosts never reach the router's result (the
     # middleware sends them to the vendor), but resolving to a real route spares aiohttp from
@@ -230,7 +257,9 @@ def create_app(config: Config) -> web.Application:
 def build_routes(config: Config, site: context.Site) -> Routes:
     """The vendor routes of one configuration (built once; a new configuration builds anew)."""
     vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
-    return Routes(vendors, user_agent=config.upstream.user_agent, proxy_cookie_names=site.cookie_names)
+    return Routes(vendors, user_agent=config.upstream.user_agent, proxy_cookie_names=site.cookie_names,
+                  reduce_user_agent=config.privacy.user_agent == "reduce",
+                  first_language=config.privacy.accept_language == "first")
 
 
 def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
@@ -282,8 +311,11 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             client=client, store=store, answers=pages,
             assertion=Assertion(minter, config.assertion.header, secret, config.library.scope),
             observers=[UsageObserver(records, {v.id: v.counter for v in routes.vendors.vendors})],
-            max_upload=config.proxy.max_upload, read_timeout=config.upstream.read_timeout,
+            bodies=BodyRules(max_size=config.proxy.max_upload, step_timeout=config.upstream.read_timeout,
+                             grace=config.proxy.body_grace, min_rate=config.proxy.body_min_rate),
             max_body=config.upstream.max_body,
+            per_client=Slots(config.upstream.per_client, config.upstream.queue_wait),
+            per_host=Slots(config.upstream.limit_per_host, config.upstream.queue_wait),
         )
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s, rewriting %s",
                  len(config.vendors), config.sessions.store, config.patrons.source, rewriting_loop())

@@ -52,6 +52,9 @@ class ProxySettings:
     tls_key: Path | None
     max_upload: int
     keepalive: float  # idle keep-alive connections are closed after this
+    # A request body must arrive within body_grace + size / body_min_rate seconds (slow POSTs).
+    body_grace: float = 30.0
+    body_min_rate: int = 8192  # bytes per second
 
     @property
     def public_origin(self) -> str:
@@ -93,6 +96,8 @@ class UpstreamConfig:
     read_timeout: float
     limit: int
     limit_per_host: int
+    per_client: int  # parallel requests to vendors per session (or address, when anonymous)
+    queue_wait: float  # how long a request may wait for a free connection or client slot
     max_body: int  # cap on bodies the proxy decodes or buffers; streamed bodies are unbounded
     hosts: Mapping[str, str]  # static name -> address overrides (split DNS, tests)
     user_agent: str | None  # replace the browser's User-Agent when set
@@ -110,6 +115,14 @@ class NetworkConfig:
     trusted_proxies: tuple[str, ...]  # CIDRs of load balancers allowed to name the client
     forwarded_header: str  # "x-forwarded-for", "forwarded", or a one-address header
     libraries: tuple[LibraryNetworkConfig, ...]
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """``[privacy]``: how much of the browser's own headers a vendor sees (per vendor overridable)."""
+
+    user_agent: str = "reduce"  # "reduce": family, major version, platform class; "pass": as sent
+    accept_language: str = "first"  # "first": the first language only; "pass": as sent
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,7 @@ class Config:
     records: RecordsOptions
     admin: AdminConfig
     group_names: Mapping[str, str] = field(default_factory=dict)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 # Parsers of pluggable sources' options, keyed by source name. Each takes the [patrons] Reader.
@@ -198,6 +212,8 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         tls_key=tls_key,
         max_upload=p.size("max_upload", "100MB"),
         keepalive=p.duration("keepalive", "15s"),
+        body_grace=p.duration("body_grace", "30s"),
+        body_min_rate=p.size("body_min_rate", "8KiB"),
     )
     p.unknown_keys()
 
@@ -266,11 +282,17 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         connect_timeout=u.duration("connect_timeout", "10s"),
         read_timeout=u.duration("read_timeout", "60s"),
         limit=u.int("connections", 200, minimum=1),
-        limit_per_host=u.int("connections_per_host", 32, minimum=1),
+        limit_per_host=u.int("connections_per_host", 64, minimum=1),
+        per_client=u.int("connections_per_client", 8, minimum=1),
+        queue_wait=u.duration("queue_wait", "5s"),
         max_body=u.size("max_decoded_body", "64MiB"),
         hosts={k.lower(): v for k, v in upstream_hosts.items()},
         user_agent=u.str("user_agent", "") or None,
     )
+    if upstream.per_client >= upstream.limit_per_host:
+        u.bad("connections_per_client", "must be below connections_per_host, or one patron could fill the pool")
+    if proxy.body_min_rate < 1:
+        p.bad("body_min_rate", "must be at least 1 byte per second")
     u.unknown_keys()
 
     network = _parse_network(root.sub("network"))
@@ -291,6 +313,12 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
             adm.bad("allow", f"{cidr!r} is not a network like \"127.0.0.1/32\"")
     adm.unknown_keys()
     admin = AdminConfig(listen=admin_listen or None, allow=admin_allow)
+    pv = root.sub("privacy")
+    privacy = PrivacyConfig(
+        user_agent=pv.choice("user_agent", "reduce", ("reduce", "pass")),
+        accept_language=pv.choice("accept_language", "first", ("first", "pass")),
+    )
+    pv.unknown_keys()
     vendors = parse_vendors(root, problems, base, proxy.host)
     root.unknown_keys(("vendor",))
     if problems:
@@ -298,7 +326,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     return Config(
         path=path, proxy=proxy, library=library, patrons=patrons, sessions=sessions,
         assertion=assertion, upstream=upstream, network=network, vendors=vendors,
-        logging=log_options, records=records, admin=admin, group_names=group_names,
+        logging=log_options, records=records, admin=admin, group_names=group_names, privacy=privacy,
     )
 
 

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from proxy.counters import NO_PATTERNS, CounterPatterns, parse_counter_patterns
 from proxy.settings import Problems, Reader
@@ -266,7 +266,23 @@ def parse_origin_spec(spec: str) -> tuple[Origin, ...] | None:
 # NULs, semicolons or percent signs, no dot-segments and no empty segments. Otherwise a vendor
 # that normalises "/open/%2e%2e/private" differently from us would serve a licensed page to
 # anyone. Anything unusual simply requires sign-in.
-_UNSAFE_PATH = re.compile(r"%(2e|2f|5c|00|3b|25)|[\\;]|//|(^|/)\.\.?(/|$)", re.IGNORECASE)
+_UNSAFE_PATH = re.compile(r"%(2e|2f|5c|00|3b|25|u)|[\\;]|//|(^|/)\.\.?(/|$)", re.IGNORECASE)
+
+
+def _plain_utf8(path: str) -> bool:
+    """True when the path's percent-encoded bytes are well-formed UTF-8.
+
+    SECURITY: overlong forms (``%c0%ae`` is "." to a lenient decoder) and stray bytes are how
+    "/open/%c0%ae%c0%ae/private" reaches a licensed page through a server that decodes them;
+    strict UTF-8 refuses every overlong form.
+    """
+    if "%" not in path:
+        return True
+    try:
+        unquote_to_bytes(path).decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def compile_globs(patterns: Sequence[str]) -> re.Pattern[str] | None:
@@ -295,6 +311,8 @@ class VendorConfig:
     counter: CounterPatterns = NO_PATTERNS  # which requests count as searches and downloads
     rewrite: bool = True  # rewrite vendor host names in text bodies (off: stream untouched)
     replace: tuple[tuple[str, str], ...] = ()  # literal find/replace rules for odd sites
+    user_agent: str | None = None  # "reduce" or "pass"; None: the [privacy] default
+    accept_language: str | None = None  # "first" or "pass"; None: the [privacy] default
 
 
 @dataclass(frozen=True)
@@ -315,6 +333,8 @@ class Vendor:
     counter: CounterPatterns = NO_PATTERNS
     rewrite: bool = True
     replace: tuple[tuple[bytes, bytes], ...] = ()  # literal (find, replace) rules
+    user_agent: str | None = None  # "reduce", "pass", or None for the [privacy] default
+    accept_language: str | None = None  # "first", "pass", or None for the [privacy] default
 
     def licensed_for(self, groups: Iterable[str]) -> bool:
         return not self.groups.isdisjoint(groups)
@@ -327,7 +347,7 @@ class Vendor:
         if self.anonymous_paths is None:
             return False
         path = raw_path.split("?", 1)[0]
-        if _UNSAFE_PATH.search(path):
+        if _UNSAFE_PATH.search(path) or not _plain_utf8(path):
             return False
         return self.anonymous_paths.fullmatch(path) is not None
 
@@ -359,6 +379,7 @@ class VendorMap:
                 assert_on_site=cfg.assert_on_site, pairwise_id=cfg.pairwise_id, counter=cfg.counter,
                 rewrite=cfg.rewrite,
                 replace=tuple((f.encode(), r.encode()) for f, r in cfg.replace),
+                user_agent=cfg.user_agent, accept_language=cfg.accept_language,
             )
             vendors.append(vendor)
             for origin in origins:
@@ -516,6 +537,11 @@ def _parse_replace(v: Reader) -> tuple[tuple[str, str], ...]:
     return tuple(rules)
 
 
+def _override(v: Reader, key: str, choices: tuple[str, ...]) -> str | None:
+    """A vendor's own value for a ``[privacy]`` option, or None to follow the default."""
+    return v.choice(key, choices[0], choices) if v.has(key) else None
+
+
 def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
     patterns = v.str_list(key)
     for pattern in patterns:
@@ -566,6 +592,8 @@ def parse_vendors(root: Reader, problems: Problems, base: Path, proxy_host: str)
                 counter=parse_counter_patterns(v.sub("counter")),
                 rewrite=v.bool("rewrite", True),
                 replace=_parse_replace(v),
+                user_agent=_override(v, "user_agent", ("reduce", "pass")),
+                accept_language=_override(v, "accept_language", ("first", "pass")),
             )
         )
         v.unknown_keys()

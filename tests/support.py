@@ -336,6 +336,17 @@ class Browser:
     async def post(self, url: str, **kw: Any) -> Reply:
         return await self.request("POST", url, **kw)
 
+    async def sign_out(self, everywhere: bool = False, **kw: Any) -> Reply:
+        """Sign out as a patron does: the sign-out page, then its button (a POST with the
+        page's token)."""
+        proxy_host = self.proxy.config.proxy.host
+        page = await self.get(f"http://{proxy_host}/logout")
+        if 'name="csrf"' not in page.text:
+            return page
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        data = {"csrf": csrf, **({"everywhere": "1"} if everywhere else {})}
+        return await self.post(f"http://{proxy_host}/logout", data=data, **kw)
+
     async def sign_in(self, card: str, pin: str, url: str = "") -> Reply:
         """Open /login (for ``url``), then submit the form; follows redirects to the vendor."""
         from urllib.parse import quote

@@ -128,7 +128,12 @@ def test_latin1_file_is_read_and_noted(tmp_path: Path) -> None:
     path = write(tmp_path, "latin.txt", "Title Bibliothèque numérique\nURL https://bn.example\n", encoding="latin-1")
     result = run_import([str(path)])
     assert vendors(result)["bibliotheque-numerique"]["title"] == "Bibliothèque numérique"
-    assert any("Latin-1" in f.message for f in findings(result, Kind.NOTE))
+    assert any("Windows-1252" in f.message for f in findings(result, Kind.NOTE))
+    quotes = write(tmp_path, "cp1252.txt", "Title Grove\u2019s Dictionary \u2013 Music\nURL https://g.example\n", "cp1252")
+    assert vendors(run_import([str(quotes)]))["grove-s-dictionary-music"]["title"] == "Grove\u2019s Dictionary \u2013 Music"
+    undefined = tmp_path / "undefined.txt"  # 0x81 is not Windows-1252: Latin-1 takes it
+    undefined.write_bytes(b"Title A\x81B\nURL https://ab.example\n")
+    assert any("Latin-1" in f.message for f in findings(run_import([str(undefined)]), Kind.NOTE))
 
 
 def test_odd_characters_stay_valid_toml(tmp_path: Path) -> None:
@@ -152,6 +157,14 @@ def test_include_file_is_relative_to_the_including_file(tmp_path: Path) -> None:
     assert list(vendors(result)) == ["a", "b", "c"]
     assert len(result.report.files) == 3
     assert findings(result, Kind.ERROR) == []
+
+
+def test_include_written_on_windows_is_found(tmp_path: Path) -> None:
+    write(tmp_path, "stanzas/ebsco.txt", "Title E\nURL https://e.example\n")
+    main = write(tmp_path, "config.txt", "IncludeFile Stanzas\\EBSCO.TXT\n")
+    result = run_import([str(main)])
+    assert list(vendors(result)) == ["e"]
+    assert "found as stanzas/ebsco.txt" in findings(result, Kind.NOTE, "IncludeFile")[0].message
 
 
 def test_include_cycle_is_refused_with_the_chain(tmp_path: Path) -> None:

@@ -9,8 +9,22 @@ from __future__ import annotations
 import pytest
 
 from proxy import gate
-from proxy.gate import ANONYMOUS, AS_MEMBER, CONNECT, NOT_CONFIGURED, NOT_FOUND, NOT_LICENSED, OWN_PAGE, SIGN_IN
-from proxy.gate import SIGNED_OUT, Decision, Facts, HostKind, Patron, StartAction
+from proxy.gate import (
+    ANONYMOUS,
+    AS_MEMBER,
+    CONNECT,
+    NOT_CONFIGURED,
+    NOT_FOUND,
+    NOT_LICENSED,
+    OWN_PAGE,
+    SIGN_IN,
+    SIGNED_OUT,
+    Decision,
+    Facts,
+    HostKind,
+    Patron,
+    StartAction,
+)
 from proxy.membership import Membership
 from proxy.vendors import Vendor, VendorConfig, VendorMap
 

@@ -76,7 +76,7 @@ async def test_a_full_visit_leaves_no_marker_anywhere(tmp_path: Path, echo: Echo
         await b.get(f"http://{host}/slow?s=5&q={MARK_TERM}", follow=False)
         store = running.app[SESSIONS]
         store_dump = json.dumps([s.to_dict() for s in store._sessions.values()])  # type: ignore[attr-defined]
-        await b.get(f"http://{PROXY_HOST}/logout")
+        await b.sign_out()
         await b.close()
     written: dict[str, bytes] = {"logs": captured_logs.getvalue().encode(), "session store": store_dump.encode()}
     for path in (tmp_path / "state").rglob("*"):

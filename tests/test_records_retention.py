@@ -69,7 +69,7 @@ async def test_purge_past_each_retention(tmp_path: Path) -> None:
         records.security.note_failure(CARD, CLIENT)
         await records.stats.flush()
         assert _count(db, "SELECT count(*) FROM daily WHERE vendor = ?", OLD_VENDOR) == 2
-        assert records.security.entries == 2
+        assert records.security.entries == 3  # the card, the card from that client, the client
 
         # Within every retention: nothing goes.
         clock.advance(10 * 60)
@@ -79,7 +79,7 @@ async def test_purge_past_each_retention(tmp_path: Path) -> None:
         # Past the security window (and the session's expiry): counters and session go.
         clock.advance(3 * 3600)
         removed = await records.retention.run_once()
-        assert removed["security"] == 2 and removed["sessions"] == 1
+        assert removed["security"] == 3 and removed["sessions"] == 1
         assert records.security.entries == 0 and sessions == {}
 
         # Past the detail retention: daily rows go, the monthly rollup stays.

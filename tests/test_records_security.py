@@ -84,9 +84,9 @@ def test_success_clears_the_card_but_not_the_client() -> None:
     memory = SecurityMemory(clock, SecurityOptions(max_failures=3, client_max_failures=4))
     for _ in range(3):
         memory.note_failure(CARD, CLIENT)
-    assert memory.is_locked(CARD)
-    memory.note_success(CARD)
-    assert not memory.is_locked(CARD)
+    assert memory.is_locked(CARD, CLIENT)
+    memory.note_success(CARD, CLIENT)
+    assert not memory.is_locked(CARD, CLIENT)
     memory.note_failure(OTHER_CARD, CLIENT)
     assert memory.is_locked("any-card", CLIENT)  # 4 failures from this client
     assert not memory.is_locked("any-card", "198.51.100.24")
@@ -185,11 +185,11 @@ def test_purge_drops_counters_past_their_window() -> None:
     memory = SecurityMemory(clock, SecurityOptions(window=15 * MINUTE))
     for i in range(20):
         memory.note_failure(f"card{i}", CLIENT)
-    assert memory.entries == 21
+    assert memory.entries == 41  # per card, per card and client, and the client
     clock.advance(5 * MINUTE)
     assert memory.purge() == 0
     clock.advance(30 * MINUTE)
-    assert memory.purge() == 21
+    assert memory.purge() == 41
     assert memory.entries == 0
 
 
@@ -251,3 +251,85 @@ def test_parse_security_options(tmp_path: Path) -> None:
 @pytest.mark.parametrize("card", ["2123 4009 8765 43", "2123-4009-8765-43", "\t21234009876543\n"])
 def test_normalise_card(card: str) -> None:
     assert normalise_card(card) == CARD
+
+
+def test_wrong_pins_from_one_address_do_not_lock_the_owner_out_elsewhere() -> None:
+    """Issue 11: anyone who knows a card number could lock its owner out for half an hour."""
+    clock = Clock()
+    memory = SecurityMemory(clock, SecurityOptions(max_failures=10, card_max_failures=100))
+    for _ in range(10):
+        memory.note_failure(CARD, CLIENT)
+    assert memory.is_locked(CARD, CLIENT)
+    assert not memory.is_locked(CARD, "198.51.100.77")  # the owner, at home
+    # ...but every attempt for that card is now slowed down, wherever it comes from.
+    assert 0 < memory.delay_for(CARD) <= memory.options.max_delay
+    assert memory.delay_for(OTHER_CARD) == 0
+
+
+def test_failures_from_many_addresses_lock_the_card_at_its_ceiling() -> None:
+    clock = Clock()
+    memory = SecurityMemory(clock, SecurityOptions(max_failures=10, card_max_failures=30))
+    for i in range(30):
+        memory.note_failure(CARD, f"198.51.100.{i}")
+    assert memory.is_locked(CARD, "203.0.113.9")
+
+
+def test_delay_grows_then_stops_at_its_cap() -> None:
+    clock = Clock()
+    memory = SecurityMemory(clock, SecurityOptions(slow_after=5, max_delay=10.0, card_max_failures=1000))
+    delays = []
+    for _ in range(14):
+        delays.append(memory.delay_for(CARD))
+        memory.note_failure(CARD, CLIENT)
+    assert delays[:6] == [0.0] * 6
+    assert delays[6:] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+async def test_concurrent_guesses_are_counted_before_the_directory_answers() -> None:
+    """Issue 11 #1: 61 simultaneous attempts for one card (60 wrong, the right one last) were
+    all checked. Now they are checked one at a time and stop at the lock."""
+    import asyncio
+
+    from proxy.records.guard import SignInGuard
+
+    clock = Clock()
+    memory = SecurityMemory(clock, SecurityOptions(max_failures=10, slow_after=1000, client_concurrency=100))
+    guard = SignInGuard(memory)
+    checked: list[str] = []
+
+    async def directory(pin: str) -> bool:
+        checked.append(pin)
+        await asyncio.sleep(0)  # the directory answers later; others are already waiting
+        return pin == "right"
+
+    async def one(pin: str, client: str) -> str:
+        async with guard.attempt(CARD, client) as attempt:
+            if attempt is None:
+                return "refused"
+            if await directory(pin):
+                attempt.succeeded()
+                return "in"
+            return "wrong"
+
+    pins = [f"{i:04d}" for i in range(60)] + ["right"]
+    results = await asyncio.gather(*(one(pin, CLIENT) for pin in pins))
+    assert "in" not in results
+    assert len(checked) <= 10  # at most max_failures PINs ever reach the directory
+    assert results.count("wrong") == len(checked)
+    # A well-behaved owner elsewhere, after the storm: not locked (only slowed).
+    assert await one("right", "198.51.100.77") == "in"
+
+
+async def test_an_attempt_without_a_verdict_is_refunded() -> None:
+    from proxy.errors import DirectoryUnavailable
+    from proxy.records.guard import SignInGuard
+
+    clock = Clock()
+    memory = SecurityMemory(clock, SecurityOptions(max_failures=2))
+    guard = SignInGuard(memory)
+    for _ in range(5):
+        with pytest.raises(DirectoryUnavailable):
+            async with guard.attempt(CARD, CLIENT) as attempt:
+                assert attempt is not None
+                raise DirectoryUnavailable("down")
+    assert not memory.is_locked(CARD, CLIENT)

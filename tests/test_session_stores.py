@@ -17,7 +17,7 @@ from proxy.sessions import Cookie, SessionStore, Ticket
 from proxy.sessions.memory import MemorySessionStore
 from proxy.sessions.redis import RedisSessionStore
 from tests.redis_server import redis_server, redis_server_path
-from tests.support import PROXY_HOST, Browser, EchoVendor, base_config, run_proxy
+from tests.support import Browser, EchoVendor, base_config, run_proxy
 
 needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
 
@@ -177,7 +177,7 @@ async def test_two_instances_one_redis(tmp_path: Path, echo: EchoVendor, redis_e
         host = second.proxied_host(echo.origin)
         reply = await b.get(f"http://{host}/echo", follow=False)
         assert reply.status == 200
-        await b.get(f"http://{PROXY_HOST}/logout")
+        await b.sign_out()
         assert (await a.get(f"http://{host}/echo", follow=False)).status == 302
         await a.close()
         await b.close()

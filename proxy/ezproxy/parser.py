@@ -16,8 +16,11 @@ The rules, as EZproxy applies them and as this reader does:
 * ``IncludeFile name`` reads another file in place, relative to the directory of the file that
   includes it. A file that includes itself, directly or through others, is refused (an error
   naming the chain), as is nesting deeper than ``MAX_DEPTH``.
-* Files are UTF-8 (a byte-order mark is dropped); a file that is not is read as Latin-1 (the
-  Windows editors EZproxy files are kept in write that) and the report says so.
+* Files are UTF-8 (a byte-order mark is dropped); a file that is not is read as Windows-1252
+  (what the Windows editors EZproxy files are often kept in write), else Latin-1, and the report
+  says so.
+* An IncludeFile name written on a Windows server (``Stanzas\\EBSCO.txt``) is found here when
+  exactly one file matches it with ``/`` for ``\\`` and letter case ignored (a note says so).
 """
 
 from __future__ import annotations
@@ -93,11 +96,20 @@ def _decode(data: bytes, display: str, parsed: Parsed) -> str | None:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        first_bad = data.count(b"\n", 0, exc.start) + 1
+    # Windows-1252 first: it is what Windows editors write, and Latin-1 would turn its curly
+    # quotes and dashes (0x80-0x9F) into control characters. Latin-1 decodes anything.
+    for encoding, label in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
         parsed.findings.append(Finding(
-            Kind.NOTE, display, data.count(b"\n", 0, exc.start) + 1, "(file)",
-            "not UTF-8 text: read as Latin-1 (check accented titles in the output)",
+            Kind.NOTE, display, first_bad, "(file)",
+            f"not UTF-8 text: read as {label} (check accented titles in the output)",
         ))
-        return data.decode("latin-1")
+        return text
+    raise AssertionError("Latin-1 decodes every byte string")
 
 
 def _read(path: Path, display: str, parsed: Parsed, stack: tuple[Path, ...]) -> None:
@@ -129,6 +141,13 @@ def _include(directive: Directive, including: Path, parsed: Parsed, stack: tuple
         parsed.findings.append(Finding(Kind.ERROR, directive.file, directive.line, "IncludeFile", "names no file"))
         return
     target = Path(name) if os.path.isabs(name) else including.parent / name
+    if not target.exists():
+        found = _windows_name(including.parent, name)
+        if found is not None:
+            parsed.findings.append(Finding(Kind.NOTE, directive.file, directive.line, "IncludeFile",
+                                           f"{name}: found as {found.relative_to(including.parent)} (a Windows name: "
+                                           "backslashes or different letter case)"))
+            name, target = str(found.relative_to(including.parent)), found
     display = os.path.normpath(os.path.join(os.path.dirname(directive.file), name))
     problem = _unreadable(target)
     if problem is None and target.resolve() in stack:
@@ -143,6 +162,24 @@ def _include(directive: Directive, including: Path, parsed: Parsed, stack: tuple
         _read(target, display, parsed, stack)
     except ImportFailure as exc:
         parsed.findings.append(Finding(Kind.ERROR, directive.file, directive.line, "IncludeFile", str(exc)))
+
+
+def _windows_name(base: Path, name: str) -> Path | None:
+    """The file an IncludeFile written on a Windows EZproxy server means here: backslashes as
+    separators, and letter case ignored (one match per step, or none). Relative names only."""
+    parts = [p for p in re.split(r"[\\/]", name) if p and p != "."]
+    if os.path.isabs(name) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        return None
+    current = base
+    for part in parts:
+        try:
+            matches = [c for c in current.iterdir() if c.name.lower() == part.lower()]
+        except OSError:
+            return None
+        if len(matches) != 1:
+            return None
+        current = matches[0]
+    return current if current.is_file() else None
 
 
 def _directives(text: str, display: str, parsed: Parsed) -> list[Directive]:

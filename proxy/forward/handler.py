@@ -23,9 +23,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.assertion import AssertionMinter, pairwise_subject
-from proxy.errors import BodyTooSlow, UploadTooLarge, VendorTimeout, VendorUnreachable
+from proxy.errors import BadInput, BodyTooSlow, UploadTooLarge, VendorTimeout, VendorUnreachable
 from proxy.forward.headers import outbound_headers
 from proxy.forward.hooks import Answers, Exchange, Observer
+from proxy.forward.limits import Slots
 from proxy.forward.relay import KeepCookies, relay
 from proxy.forward.route import Routes, VendorRoute
 from proxy.forward.websocket import is_websocket, proxy_websocket
@@ -41,32 +42,60 @@ MAX_FORM = 1024 * 1024
 OnResponse = Callable[[web.StreamResponse], None] | None
 
 
+@dataclass(frozen=True, slots=True)
+class BodyRules:
+    """How much of a request body the proxy takes, and how slowly."""
+
+    max_size: int  # bytes; more gets a 413 page
+    step_timeout: float  # seconds for each piece to arrive
+    grace: float  # seconds every body may take...
+    min_rate: int  # ...plus its size at this many bytes per second
+
+    def deadline(self, length: int) -> float:
+        """Seconds a body of ``length`` bytes may take to arrive in full."""
+        return self.grace + length / self.min_rate
+
+
 class _Capped:
-    """A request body streamed upstream with a size cap.
+    """A request body streamed upstream with a size cap and a whole-body deadline.
 
     aiohttp writes the body from its own task and reports a failure there as a connection
-    error, so the cap is also remembered in ``exceeded`` for the caller to tell the two apart.
+    error, so the reason is also remembered (``exceeded``, ``too_slow``) for the caller to tell
+    them apart from a vendor that went away.
     """
 
-    def __init__(self, stream: aiohttp.StreamReader, limit: int, step_timeout: float) -> None:
+    def __init__(self, stream: aiohttp.StreamReader, rules: BodyRules, length: int | None) -> None:
         self.stream = stream
-        self.limit = limit
-        self.step_timeout = step_timeout
+        self.rules = rules
+        self.length = length
         self.exceeded = False
+        self.too_slow = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        rules = self.rules
+        started = time.monotonic()
         total = 0
         while True:
             # SECURITY: a body trickled a byte at a time (slow POST) would hold the connection,
-            # and the vendor's, for ever: each piece must arrive within the read timeout.
-            async with asyncio.timeout(self.step_timeout):
-                chunk = await self.stream.readany()
+            # and the vendor's, for ever: the whole body has a deadline scaled by its size (by
+            # what has arrived so far when the size is not announced), and each piece must
+            # arrive within the read timeout.
+            expected = self.length if self.length is not None else total
+            remaining = started + rules.deadline(expected) - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(min(rules.step_timeout, remaining)):
+                    chunk = await self.stream.readany()
+            except TimeoutError:
+                self.too_slow = True
+                raise BodyTooSlow() from None
             if not chunk:
                 return
             total += len(chunk)
             # SECURITY: aiohttp's client_max_size only guards read()/post(); a streamed upload
             # needs its own cap.
-            if total > self.limit:
+            if total > rules.max_size:
                 self.exceeded = True
                 raise UploadTooLarge()
             yield chunk
@@ -92,26 +121,48 @@ class Forwarder:
     """Sends requests to vendors and relays their answers. One per application."""
 
     def __init__(self, *, client: aiohttp.ClientSession, store: SessionStore, assertion: Assertion,
-                 answers: Answers, observers: Sequence[Observer], max_upload: int, read_timeout: float,
-                 max_body: int) -> None:
+                 answers: Answers, observers: Sequence[Observer], bodies: BodyRules, max_body: int,
+                 per_client: Slots, per_host: Slots) -> None:
         self.client = client
         self.store = store
         self.assertion = assertion
         self.answers = answers
         self.observers = tuple(observers)
-        self.max_upload = max_upload
-        self.read_timeout = read_timeout
+        self.bodies = bodies
         self.max_body = max_body
+        self.per_client = per_client
+        self.per_host = per_host
 
     async def forward(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
-                      session: Session | None, *, member: bool, in_library: bool,
+                      session: Session | None, *, member: bool, in_library: bool, client_key: str,
                       on_response: OnResponse = None) -> web.StreamResponse:
         """Forward this request to ``origin`` and relay the answer.
 
         ``member`` says whether the membership assertion goes along (False for anonymous paths
-        reached without a licensed session); ``on_response`` may add headers (a new session
-        cookie) to whatever response is sent, before it is sent.
+        reached without a licensed session); ``client_key`` names the client for fair sharing
+        of connections (its session, or its address when anonymous); ``on_response`` may add
+        headers (a new session cookie) to whatever response is sent, before it is sent.
         """
+        async with self.per_client.hold(client_key) as client_ok:
+            if not client_ok:
+                log.info("a client reached its %d parallel requests to vendors", self.per_client.limit)
+                return self._busy("busy-client")
+            async with self.per_host.hold(origin.netloc) as host_ok:
+                if not host_ok:
+                    log.warning("all %d connections to vendor %s in use for %.0f s: request turned away",
+                                self.per_host.limit, route.vendor.id, self.per_host.wait)
+                    return self._busy("busy")
+                return await self._forward(request, routes, origin, route, session, member=member,
+                                           in_library=in_library, on_response=on_response)
+
+    def _busy(self, reason: str) -> web.Response:
+        page = self.answers.message(reason)
+        page.headers["Retry-After"] = "10"
+        return page
+
+    async def _forward(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
+                       session: Session | None, *, member: bool, in_library: bool,
+                       on_response: OnResponse) -> web.StreamResponse:
         vendor = route.vendor
         raw_path = self._vendor_path(request.raw_path, routes)
         exchange = Exchange(
@@ -137,20 +188,24 @@ class Forwarder:
         try:
             data, capped = await self._body(request, routes, headers)
         except (UploadTooLarge, BodyTooSlow) as refused:
-            return self.answers.message(refused.reason)
+            return self._refuse_body(refused)
         try:
             upstream = await self.client.request(
                 request.method, URL(f"{origin}{raw_path}", encoded=True), headers=headers, data=data,
                 allow_redirects=False,
             )
-        except UploadTooLarge:
-            return self.answers.message("upload-too-large")
+        except (UploadTooLarge, BodyTooSlow) as refused:
+            return self._refuse_body(refused)
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            if capped is not None and capped.too_slow:
+                return self._refuse_body(BodyTooSlow())
             log.warning("vendor %s timed out", vendor.id)
             raise VendorTimeout(vendor.id) from None
         except (aiohttp.ClientError, OSError) as exc:
             if capped is not None and capped.exceeded:
-                return self.answers.message("upload-too-large")
+                return self._refuse_body(UploadTooLarge())
+            if capped is not None and capped.too_slow:
+                return self._refuse_body(BodyTooSlow())
             log.warning("vendor %s unreachable: %s", vendor.id, type(exc).__name__)
             raise VendorUnreachable(vendor.id) from None
 
@@ -207,26 +262,34 @@ class Forwarder:
         # SECURITY: added last, after the allow-list, so no inbound header can forge or remove it.
         headers[a.header] = a.minter.token(vendor.id, extra, subject)
 
+    def _refuse_body(self, refused: BadInput) -> web.Response:
+        page = self.answers.message(refused.reason)
+        # The rest of the body is not read: the connection cannot carry another request.
+        page.force_close()
+        return page
+
     async def _body(self, request: web.Request, routes: Routes, headers: CIMultiDict[str]
                     ) -> tuple[bytes | AsyncIterator[bytes] | None, _Capped | None]:
-        """The request body to send: a small form read whole (proxied URLs in it mapped back),
-        anything else streamed under the upload cap; raises UploadTooLarge or BodyTooSlow."""
+        """The request body to send, exactly as the browser sent it (the listener does not
+        decode request bodies): a small uncompressed form read whole (proxied URLs in it mapped
+        back), anything else streamed under the size cap and the deadline; raises
+        UploadTooLarge or BodyTooSlow."""
         if not request.body_exists:
             return None, None
         length = request.content_length
-        if length is not None and length > self.max_upload:
+        if length is not None and length > self.bodies.max_size:
             raise UploadTooLarge()
-        if _is_small_form(request, length):
+        if _is_small_form(request, length) and "Content-Encoding" not in request.headers:
             # A form post may carry proxied URLs (hidden "return to" fields of a rewritten page).
             try:
-                async with asyncio.timeout(self.read_timeout):
+                async with asyncio.timeout(self.bodies.deadline(length or 0)):
                     form = await request.read()
             except TimeoutError:
                 raise BodyTooSlow() from None
             body = rewrite_body(routes.rewrite.to_vendor(), form)
             headers["Content-Length"] = str(len(body))
             return body, None
-        capped = _Capped(request.content, self.max_upload, self.read_timeout)
+        capped = _Capped(request.content, self.bodies, length)
         if length is not None:
             headers["Content-Length"] = str(length)
         return capped.chunks(), capped

@@ -13,6 +13,8 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from proxy.forward.fingerprint import first_language, reduce_user_agent
+
 # Request headers a vendor may see. Everything identifying is absent by construction:
 # Cookie (the proxy's), Authorization, X-Forwarded-*, Forwarded, X-Real-IP, True-Client-IP,
 # Via, From, client hints (Sec-CH-*), tracing headers, and anything else not listed.
@@ -108,6 +110,8 @@ class OutboundPolicy:
     user_agent: str | None = None             # replaces the browser's, when configured
     cookie_passthrough: bool = False          # forward browser-set (script) cookies
     proxy_cookie_names: frozenset[str] = frozenset()
+    reduce_user_agent: bool = False           # browser family, major version, platform class only
+    first_language: bool = False              # Accept-Language: its first language only
 
 
 def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy) -> list[tuple[str, str]]:
@@ -140,8 +144,12 @@ def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy)
                 mapped = policy.map_referer(value)
             elif lname == "accept-encoding":
                 mapped = filter_accept_encoding(value)
+            elif lname == "accept-language":
+                mapped = first_language(value) if policy.first_language else value
             elif policy.user_agent:  # user-agent
                 mapped = policy.user_agent
+            elif policy.reduce_user_agent:
+                mapped = reduce_user_agent(value)
         if mapped is not None:
             out.append((name, mapped))
     if policy.user_agent and "user-agent" not in seen:
@@ -153,7 +161,17 @@ def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy)
     return out
 
 
-_MAPPED = frozenset({"origin", "referer", "accept-encoding", "user-agent"})
+_MAPPED = frozenset({"origin", "referer", "accept-encoding", "accept-language", "user-agent"})
+
+
+def is_proxy_cookie(name: str) -> bool:
+    """True for any name the proxy's cookies could have: ``libproxy...`` with or without the
+    ``__Host-``/``__Secure-`` prefixes, in any case (browsers match prefixes case-insensitively)."""
+    low = name.strip().lower()
+    for prefix in ("__host-", "__secure-"):
+        if low.startswith(prefix):
+            low = low[len(prefix):]
+    return low.startswith("libproxy")
 
 
 def _without_proxy_cookies(values: list[str], names: frozenset[str]) -> str:
@@ -163,8 +181,10 @@ def _without_proxy_cookies(values: list[str], names: frozenset[str]) -> str:
         for pair in value.split(";"):
             pair = pair.strip()
             name = pair.split("=", 1)[0].strip()
-            # SECURITY: the proxy's session cookie never leaves, under any of its names.
-            if pair and name not in names and not name.lower().startswith(("__host-libproxy", "libproxy")):
+            # SECURITY: no cookie of the proxy's own ever leaves (session, ticket binding, CSRF),
+            # under any prefix or case: the binding cookie is a stable per-browser value that
+            # would let vendors link visits.
+            if pair and name not in names and not is_proxy_cookie(name):
                 kept.append(pair)
     return "; ".join(kept)
 

@@ -26,7 +26,8 @@ class VendorRoute:
 class Routes:
     """Every vendor route of one configuration, and what they share."""
 
-    def __init__(self, vendors: VendorMap, *, user_agent: str | None, proxy_cookie_names: frozenset[str]) -> None:
+    def __init__(self, vendors: VendorMap, *, user_agent: str | None, proxy_cookie_names: frozenset[str],
+                 reduce_user_agent: bool = True, first_language: bool = True) -> None:
         self.vendors = vendors
         self.rewrite = RewriteTable(vendors)
         self.header_map = HeaderMapper(self.rewrite)
@@ -35,13 +36,18 @@ class Routes:
         self._by_id = {
             vendor.id: VendorRoute(
                 vendor=vendor,
-                policy=self._policy(vendor, user_agent, proxy_cookie_names),
+                policy=self._policy(
+                    vendor, user_agent, proxy_cookie_names,
+                    reduce_user_agent=(vendor.user_agent or ("reduce" if reduce_user_agent else "pass")) == "reduce",
+                    first_language=(vendor.accept_language or ("first" if first_language else "pass")) == "first",
+                ),
                 rules=tuple(FindReplace(f, r) for f, r in vendor.replace),
             )
             for vendor in vendors.vendors
         }
 
-    def _policy(self, vendor: Vendor, user_agent: str | None, proxy_cookie_names: frozenset[str]) -> OutboundPolicy:
+    def _policy(self, vendor: Vendor, user_agent: str | None, proxy_cookie_names: frozenset[str], *,
+                reduce_user_agent: bool, first_language: bool) -> OutboundPolicy:
         mapper = self.header_map
         # Any origin of the vendor will do: the Referer check compares vendors, not hosts.
         some_origin = min(vendor.origins, key=str) if vendor.origins else Origin("https", vendor.domains[0], 443)
@@ -51,6 +57,8 @@ class Routes:
             user_agent=user_agent,
             cookie_passthrough=vendor.cookie_passthrough,
             proxy_cookie_names=proxy_cookie_names,
+            reduce_user_agent=reduce_user_agent,
+            first_language=first_language,
         )
 
     def route(self, vendor: Vendor) -> VendorRoute:

@@ -15,11 +15,26 @@ Counters are sliding-window estimates (a fixed current window plus the previous 
 how much of it still overlaps): constant memory per subject whatever the rate. A card locked after
 ``max_failures`` failures in ``window`` unlocks at most two windows after its last failure.
 
+Failed sign-ins are limited so that they slow an attacker without denying the card's owner:
+
+* ``max_failures`` (10) per card *and client address* lock that pair: ten wrong PINs from one
+  address do not lock the owner out at another;
+* per card, across addresses, every failure beyond ``slow_after`` (5) doubles a delay before
+  the next attempt for that card is checked (up to ``max_delay``, 10 s): the owner waits a few
+  seconds, a distributed guesser gets a few attempts a minute; ``card_max_failures`` (100, the
+  NIST SP 800-63B ceiling) finally locks the card;
+* per client address, ``client_max_failures`` (50) lock the address (guessing many cards);
+* across all cards, ``global_max_failures`` (off by default: anyone could trip it).
+
+Attempts are *reserved* before the patron directory is asked (``SignInGuard.attempt``): the
+failure is counted first and taken back on success, so sixty simultaneous guesses cannot all be
+checked before the first failure is counted; attempts for one card are checked one at a time
+and a client has at most ``client_concurrency`` attempts in flight.
+
 Where the calls belong:
 
-* sign-in form (before checking the PIN): ``if memory.is_locked(card, client): refuse (429)``;
-  after a wrong card/PIN: ``memory.note_failure(card, client)``; after success:
-  ``memory.note_success(card)``;
+* sign-in form: ``async with guard.attempt(card, client) as attempt:`` (None: refuse, 429), then
+  ask the directory and call ``attempt.succeeded()`` when the credentials were right;
 * a proxied request (optional usage limits): before forwarding,
   ``memory.over_limit(membership.key, kinds)`` refuses; afterwards ``memory.note_usage(key, kind)``.
 """
@@ -64,7 +79,11 @@ class SecurityOptions:
     ``rotate``              how often the hashing key changes (default 1 day); must be at least
                             twice the longest window, so a live counter is always findable;
     ``window``              the failed sign-in window (default 15 minutes);
-    ``max_failures``        failures per card within the window before it is locked (10);
+    ``max_failures``        failures per card from one client within the window before that
+                            pair is locked (10);
+    ``card_max_failures``   failures per card from every client before the card is locked (100);
+    ``slow_after``          failures per card after which each attempt is delayed (5), the delay
+                            doubling per failure up to ``max_delay`` (10 s);
     ``client_max_failures`` failures from one client address (IPv6: its /64) before that client
                             is locked (50); 0 turns it off;
     ``global_max_failures`` failures across all cards before every sign-in is refused (0 = off:
@@ -76,7 +95,11 @@ class SecurityOptions:
     rotate: float = 86400.0
     window: float = 900.0
     max_failures: int = 10
+    card_max_failures: int = 100
+    slow_after: int = 5
+    max_delay: float = 10.0
     client_max_failures: int = 50
+    client_concurrency: int = 4
     global_max_failures: int = 0
     usage_limits: Mapping[str, UsageLimit] = field(default_factory=dict)
     max_entries: int = 100_000
@@ -115,7 +138,11 @@ def parse_security_options(reader: Reader) -> SecurityOptions:
         rotate=reader.duration("rotate_keys", "1d"),
         window=reader.duration("failure_window", "15m"),
         max_failures=reader.int("max_failures", 10, minimum=1, maximum=1000),
+        card_max_failures=reader.int("card_max_failures", 100, minimum=1, maximum=10_000),
+        slow_after=reader.int("slow_after", 5, minimum=0),
+        max_delay=reader.duration("max_delay", "10s"),
         client_max_failures=reader.int("client_max_failures", 50, minimum=0),
+        client_concurrency=reader.int("client_concurrency", 4, minimum=1, maximum=100),
         global_max_failures=reader.int("global_max_failures", 0, minimum=0),
         usage_limits=limits,
         max_entries=reader.int("max_entries", 100_000, minimum=100),
@@ -251,35 +278,60 @@ class SecurityMemory:
 
     # -- sign-in failures ---------------------------------------------------------------------
 
-    def note_failure(self, card: str, client: str | None = None) -> None:
-        """Count one failed sign-in for ``card`` (unknown cards too) and for ``client``."""
+    def note_failure(self, card: str, client: str | None = None, n: int = 1) -> None:
+        """Count one failed sign-in for ``card`` (unknown cards too), for the card from
+        ``client`` and for ``client``; ``n = -1`` takes back a reserved one."""
         now = self._clock()
-        self._bump("card", normalise_card(card), self.options.window, 1, now)
+        window = self.options.window
+        subject = normalise_card(card)
+        self._bump("card", subject, window, n, now)
+        self._bump("pair", f"{subject}\x1f{normalise_client(client) if client else ''}", window, n, now)
         if client and self.options.client_max_failures:
-            self._bump("client", normalise_client(client), self.options.window, 1, now)
-        self._global.add(now, 1)
+            self._bump("client", normalise_client(client), window, n, now)
+        self._global.add(now, n)
 
     def is_locked(self, card: str, client: str | None = None) -> bool:
-        """True when ``card``, ``client`` or the whole proxy is over its failure limit.
+        """True when the card from this client, the card, the client or the whole proxy is
+        over its failure limit.
 
         Unknown cards lock exactly like known ones, so the answer says nothing about whether a
         card exists.
         """
         now = self._clock()
         opts = self.options
-        if self._estimate("card", normalise_card(card), now) >= opts.max_failures:
+        subject = normalise_card(card)
+        pair = f"{subject}\x1f{normalise_client(client) if client else ''}"
+        if self._estimate("pair", pair, now) >= opts.max_failures:
+            return True
+        if self._estimate("card", subject, now) >= opts.card_max_failures:
             return True
         if client and opts.client_max_failures:
             if self._estimate("client", normalise_client(client), now) >= opts.client_max_failures:
                 return True
         return bool(opts.global_max_failures) and self._global.estimate(now) >= opts.global_max_failures
 
-    def note_success(self, card: str) -> None:
+    def delay_for(self, card: str) -> float:
+        """Seconds to wait before checking an attempt for ``card``: nothing up to ``slow_after``
+        recent failures, then doubling per failure up to ``max_delay``."""
+        opts = self.options
+        failures = self._estimate("card", normalise_card(card), self._clock())
+        over = failures - opts.slow_after
+        if over < 1:
+            return 0.0
+        return float(min(opts.max_delay, 0.25 * 2 ** min(over - 1, 16)))
+
+    def note_success(self, card: str, client: str | None = None) -> None:
         """A correct sign-in clears the card's failures (the client's stay: it may be guessing
         other cards)."""
         subject = normalise_card(card)
+        pair = f"{subject}\x1f{normalise_client(client) if client else ''}"
         for epoch in self._live(self._clock()):
             epoch.counters.pop(epoch.digest("card", subject), None)
+            epoch.counters.pop(epoch.digest("pair", pair), None)
+
+    def inflight_key(self, category: str, subject: str) -> bytes:
+        """A keyed hash to track attempts in flight under (never a card or an address)."""
+        return self._live(self._clock())[0].digest(category, subject)
 
     # -- usage limits -------------------------------------------------------------------------
 

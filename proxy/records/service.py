@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from proxy.records.guard import SignInGuard
 from proxy.records.options import RecordsOptions
 from proxy.records.retention import Retention
 from proxy.records.security import SecurityMemory
@@ -28,6 +29,7 @@ class Records:
         self.stats = UsageStats(options.database, flush_interval=options.flush_interval, clock=clock,
                                 tz=options.tz)
         self.security = SecurityMemory(clock, options.security)
+        self.guard = SignInGuard(self.security)
         self.retention = Retention(interval=options.purge_interval, clock=clock)
         self.retention.add("statistics", self._purge_statistics)
         self.retention.add("security", self.security.purge)

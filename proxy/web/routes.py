@@ -145,16 +145,12 @@ def cross_site(request: web.Request, site: context.Site) -> bool:
 
 def _login_form(request: web.Request, url: str, vendor: Vendor | None, error: str | None = None,
                 status: int = 200) -> web.Response:
-    site = request.app[context.SITE]
-    token = request.cookies.get(site.csrf_cookie_name, "")
-    if len(token) != 32 or not token.isalnum():
-        token = secrets.token_hex(16)
+    token = _csrf_token(request)
     response = request.app[context.PAGES].render(
         "login.html", status=status, csrf=token, url=url,
         vendor_title=vendor.title if vendor else None, error=error,
     )
-    response.set_cookie(site.csrf_cookie_name, token, path="/", httponly=True, samesite="Strict",
-                        secure=site.secure_cookies)
+    _set_csrf(response, request.app[context.SITE], token)
     return response
 
 
@@ -217,24 +213,24 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if target is None:
         return pages.message("not-configured")
     parsed, vendor = target
-    cookie_token = request.cookies.get(site.csrf_cookie_name, "")
     # SECURITY: login CSRF: a form posted from another site cannot know this cookie's value.
-    if not cookie_token or not hmac.compare_digest(cookie_token, field("csrf")):
+    if not _csrf_ok(request, form):
         return _login_form(request, url, vendor, status=400, error=FORM_EXPIRED)
-    security = records.security
     client = str(context.client(request) or "")
-    if security.is_locked(card, client):
-        # The same page whether or not the card exists: locking says nothing about it.
-        return pages.message("locked")
-    try:
-        membership = await app[context.PATRONS].authenticate(card, pin)
-    except CardRefused as refused:
-        return pages.message(f"card-{refused.reason}")
-    if membership is None:
-        security.note_failure(card, client)
-        # The same words and status for an unknown card and a wrong PIN.
-        return _login_form(request, url, vendor, status=401, error=NOT_RECOGNISED)
-    security.note_success(card)
+    async with records.guard.attempt(card, client) as attempt:
+        if attempt is None:
+            # The same page whether or not the card exists: locking says nothing about it.
+            return pages.message("locked")
+        try:
+            membership = await app[context.PATRONS].authenticate(card, pin)
+        except CardRefused as refused:
+            attempt.void()
+            return pages.message(f"card-{refused.reason}")
+        if membership is None:
+            # The same words and status for an unknown card and a wrong PIN (the failure was
+            # counted before the directory was asked).
+            return _login_form(request, url, vendor, status=401, error=NOT_RECOGNISED)
+        attempt.succeeded()
     records.stats.record(PROXY_VENDOR, kind="session", in_library=bool(context.library_groups(request)))
     old = context.current_session(request)
     if old is not None:
@@ -253,23 +249,60 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _csrf_token(request: web.Request) -> str:
+    """The browser's CSRF token (from its cookie), or a new one."""
+    token = request.cookies.get(request.app[context.SITE].csrf_cookie_name, "")
+    return token if len(token) == 32 and token.isalnum() else secrets.token_hex(16)
+
+
+def _set_csrf(response: web.StreamResponse, site: context.Site, token: str) -> None:
+    response.set_cookie(site.csrf_cookie_name, token, path="/", httponly=True, samesite="Strict",
+                        secure=site.secure_cookies)
+
+
+def _csrf_ok(request: web.Request, form: Mapping[str, object]) -> bool:
+    cookie_token = request.cookies.get(request.app[context.SITE].csrf_cookie_name, "")
+    sent = form.get("csrf")
+    # SECURITY: a form posted from another site cannot know this cookie's value.
+    return bool(cookie_token) and isinstance(sent, str) and hmac.compare_digest(cookie_token, sent)
+
+
 @routes.get("/logout")
+async def logout_page(request: web.Request) -> web.StreamResponse:
+    """Sign-out needs a POST with the page's token; a GET (a link, or a cross-site navigation,
+    which carries the Lax session cookie) only shows the button."""
+    app = request.app
+    pages, site = app[context.PAGES], app[context.SITE]
+    if context.current_session(request) is None:
+        return pages.message("signed-out")
+    token = _csrf_token(request)
+    response = pages.render("logout.html", title="Sign out", csrf=token)
+    _set_csrf(response, site, token)
+    return response
+
+
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     app = request.app
     pages, site, store = app[context.PAGES], app[context.SITE], app[context.SESSIONS]
     session = context.current_session(request)
+    # SECURITY: a form on a proxied vendor page is same-site (so it carries the cookie) but not
+    # same-origin, which cross_site() sees; a form elsewhere cannot know the CSRF token.
+    if cross_site(request, site):
+        return pages.message("cross-site")
+    if session is None:
+        response = pages.message("signed-out")
+        clear_session_cookie(response, site)
+        return response
+    form = await _read_form(request)
+    if not _csrf_ok(request, form):
+        return await logout_page(request)
+    # Ends the session on the server: every proxied host's cookie dies with it, and the
+    # vendor cookies kept for this patron are forgotten.
+    await store.delete(session.id)
     everywhere = 0
-    if session is not None:
-        # Ends the session on the server: every proxied host's cookie dies with it, and the
-        # vendor cookies kept for this patron are forgotten.
-        await store.delete(session.id)
-        # "Sign out everywhere" is a POST from the session page; a form on a proxied vendor page
-        # is same-site (so it carries the cookie) but not same-origin, which cross_site() sees.
-        if request.method == "POST" and session.membership.key and not cross_site(request, site):
-            form = await _read_form(request)
-            if form.get("everywhere") == "1":
-                everywhere = await store.delete_patron(session.membership.key)
+    if session.membership.key and form.get("everywhere") == "1":
+        everywhere = await store.delete_patron(session.membership.key)
     response = (pages.message("signed-out-everywhere", count=everywhere) if everywhere
                 else pages.message("signed-out"))
     clear_session_cookie(response, site)
@@ -287,7 +320,8 @@ async def session_page(request: web.Request) -> web.StreamResponse:
     ends = app[context.SESSIONS].lifetimes.ends_at(session.created, session.last_seen)
     names = config.group_names
     vendors = app[context.ROUTES].vendors.vendors
-    return pages.render(
+    token = _csrf_token(request)
+    response = pages.render(
         "session.html", title="Your session",
         groups=sorted(names.get(g, g) for g in session.membership.groups),
         home=names.get(session.membership.home_library or "", session.membership.home_library),
@@ -296,7 +330,10 @@ async def session_page(request: web.Request) -> web.StreamResponse:
         in_library=session.membership.in_library,
         visited=[v.title for v in vendors if v.id in session.visited or v.id in session.jars],
         cookie_counts={v.title: len(jar) for v in vendors if (jar := session.jars.get(v.id))},
+        csrf=token,
     )
+    _set_csrf(response, app[context.SITE], token)
+    return response
 
 
 @routes.get("/privacy")

@@ -104,6 +104,14 @@ MESSAGES: dict[str, Message] = {
         429, "Please slow down",
         "You have reached the library's limit for this database for now (licences forbid bulk "
         "downloading). Please try again later.", back=None),
+    "busy": Message(
+        503, "The database is very busy",
+        "Many people are using this database through the library right now. Please try again in a "
+        "few seconds.", back=None),
+    "busy-client": Message(
+        429, "Too many pages at once",
+        "Your browser asked for many pages of this database at the same time. Please wait for them "
+        "to finish, then try again.", back=None),
     "leaving": Message(
         200, "This link leaves the library's databases",
         "The database sent you to a site that your library does not provide through this proxy. "
