@@ -129,8 +129,9 @@ def test_latin1_file_is_read_and_noted(tmp_path: Path) -> None:
     result = run_import([str(path)])
     assert vendors(result)["bibliotheque-numerique"]["title"] == "Bibliothèque numérique"
     assert any("Windows-1252" in f.message for f in findings(result, Kind.NOTE))
-    quotes = write(tmp_path, "cp1252.txt", "Title Grove\u2019s Dictionary \u2013 Music\nURL https://g.example\n", "cp1252")
-    assert vendors(run_import([str(quotes)]))["grove-s-dictionary-music"]["title"] == "Grove\u2019s Dictionary \u2013 Music"
+    title = "Grove\u2019s Dictionary \u2013 Music"  # curly quote and dash: bytes 0x92 and 0x96
+    quotes = write(tmp_path, "cp1252.txt", f"Title {title}\nURL https://g.example\n", "cp1252")
+    assert vendors(run_import([str(quotes)]))["groves-dictionary-music"]["title"] == title
     undefined = tmp_path / "undefined.txt"  # 0x81 is not Windows-1252: Latin-1 takes it
     undefined.write_bytes(b"Title A\x81B\nURL https://ab.example\n")
     assert any("Latin-1" in f.message for f in findings(run_import([str(undefined)]), Kind.NOTE))
