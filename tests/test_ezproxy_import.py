@@ -555,6 +555,9 @@ def test_whole_config_txt(tmp_path: Path) -> None:
     privacy = findings(result, Kind.PRIVACY)
     assert [(Path(f.file).name, f.line, f.directive) for f in privacy] == [("ebsco.txt", 3, "AddUserHeader")]
     assert findings(result, Kind.ERROR) == []
+    anonymous = findings(result, Kind.NO_EQUIVALENT, "AnonymousURL")  # a host under EBSCO's domain, one of many
+    assert [(Path(f.file).name, f.line) for f in anonymous] == [("ebsco.txt", 4)]
+    assert "every host of the vendor" in anonymous[0].message
     # Every directive line is accounted for: mapped (in the TOML) or named in the report.
     reported = {(Path(f.file).name, f.line) for f in result.report.findings}
     for line_no in (2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13):

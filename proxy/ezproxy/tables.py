@@ -206,8 +206,7 @@ def _anonymous(state: Replay, stanza: Stanza) -> None:
         pattern, problem = anonymous_pattern(rule.wildurl)
         if pattern is not None and pattern.host_glob is not None and not rule.regex:
             matched = [h for h in hosts if host_glob_matches(pattern.host_glob, h)]
-            domains_hit = [d for d in stanza.domains if host_glob_matches(pattern.host_glob, d)
-                           or host_glob_matches(pattern.host_glob, "x." + d)]
+            domains_hit = [d for d in stanza.domains if _glob_touches_domain(pattern.host_glob, d)]
             if not matched and not domains_hit:
                 continue  # the rule is about another database's hosts
         state.anon_used.add(rule)
@@ -237,6 +236,14 @@ def _anonymous(state: Replay, stanza: Stanza) -> None:
         case = "" if rule.case_sensitive else " (matched case-sensitively here)"
         _anon_finding(state, rule, stanza, Kind.NOTE, f"anonymous_paths {pattern.path_glob!r}{case}: these requests "
                       "need no sign-in and carry no membership assertion")
+
+
+def _glob_touches_domain(glob: str, domain: str) -> bool:
+    """Whether a host glob names some host under ``domain`` (``ppws.v.com`` or ``*.v.com`` for
+    ``v.com``), or the domain itself."""
+    core = glob.lstrip("*.")
+    return (core == domain or core.endswith("." + domain)
+            or host_glob_matches(glob, domain) or host_glob_matches(glob, "x." + domain))
 
 
 def _anon_finding(state: Replay, rule: AnonRule, stanza: Stanza, kind: Kind, message: str) -> None:
@@ -288,21 +295,25 @@ def _networks(state: Replay) -> list[Network]:
             else:
                 mixed.append(stanza.id)
     if mixed:
-        more = "..." if len(mixed) > 5 else ""
-        _say(state, Kind.NOTE, state.exclude_lines[0], f"{', '.join(mixed[:5])}{more} come after both ExcludeIP and "
-             "AutoLoginIP lines: they keep on_site = \"proxy\" (one on-site mode per vendor; proxying always works)",
-             None)
+        _say(state, Kind.NOTE, state.exclude_lines[0], f"{_some(mixed)} come after both ExcludeIP and AutoLoginIP "
+             "lines: they keep on_site = \"proxy\" (one on-site mode per vendor; proxying always works)", None)
     if state.exclude_lines and not excluded:
         _say(state, Kind.NOTE, state.exclude_lines[0], "no database follows it (or IncludeIP took every address "
              "back): nothing to carry over", None)
     elif excluded:
         groups = tuple(sorted(excluded_groups or {g for s in live for g in s.groups}))
         networks.append(Network("ezproxy-excludeip", tuple(excluded.cidrs()), groups))
+        direct = [s.id for s in live if s.excluded and not s.autologin]
         for d in state.exclude_lines:
-            _say(state, Kind.NOTE, d, "in [[network.library]] \"ezproxy-excludeip\"; the vendors after it get "
-                 "on_site = \"direct\" (machines there go straight to the vendor)", None)
+            where = f"; on_site = \"direct\" (machines there go straight to the vendor) for {_some(direct)}" \
+                if direct else ""
+            _say(state, Kind.NOTE, d, f"in [[network.library]] \"ezproxy-excludeip\"{where}", None)
         _earlier_open(state, live, state.exclude_lines[0], set(groups))
     return networks
+
+
+def _some(ids: list[str], most: int = 5) -> str:
+    return ", ".join(ids[:most]) + ("..." if len(ids) > most else "")
 
 
 def _earlier_open(state: Replay, live: list[Stanza], d: Directive, groups: set[str]) -> None:
@@ -311,6 +322,5 @@ def _earlier_open(state: Replay, live: list[Stanza], d: Directive, groups: set[s
     before = state.stanza_at_network[id(d)]
     earlier = [s.id for s in state.stanzas[:before] if s in live and groups & set(s.groups)]
     if earlier:
-        more = "..." if len(earlier) > 5 else ""
-        _say(state, Kind.NOTE, d, f"the library network also opens {', '.join(earlier[:5])}{more} on site without "
-             "sign-in, which EZproxy did not (they come before this line)", None)
+        _say(state, Kind.NOTE, d, f"the library network also opens {_some(earlier)} on site without sign-in, "
+             "which EZproxy did not (they come before this line)", None)
