@@ -683,6 +683,7 @@ def test_corpus_every_file_imports_or_is_reported() -> None:
             # Nothing imported: the report must say why, at a line of this file.
             assert any(f.file == str(path) and f.line >= 1 for f in result.report.findings), path
         assert_nothing_dropped_silently(path, result)
+        assert not findings(result, directive="(output)"), path  # the vendor table passes the proxy's checks
         privacy = {f.line for f in findings(result, Kind.PRIVACY)}
         expected = scan_privacy(path)
         assert expected == privacy, (path, expected, privacy)
