@@ -33,8 +33,10 @@ from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
 from proxy.forward.limits import Slots
 from proxy.forward.route import Routes, VendorRoute
 from proxy.membership import Membership
+from proxy.migration import old_link
 from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
+from proxy.records.needhosts import NeededHosts
 from proxy.records.observer import UsageObserver
 from proxy.records.service import Records
 from proxy.rewrite import rewriting_loop
@@ -43,6 +45,7 @@ from proxy.vendors import Origin, VendorMap
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
 from proxy.web.pages import Pages, redirect, sign_in_link
+from proxy.web.routes import CSP_REPORT_PATH
 
 log = logging.getLogger("libproxy")
 
@@ -125,6 +128,10 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         target = routes.for_host(host)
         if target is None:
             # Decided before anything else is looked at: no session lookup for unknown hosts.
+            config = app[context.CONFIG]
+            moved = old_link(host, request.raw_path, config.old_hosts, routes.vendors, config.proxy.public_origin)
+            if moved is not None:
+                return redirect(moved, 301)
             return _act_not_configured(app)
         kind = gate.HostKind.VENDOR
     library = _note_client(request, app[context.CLIENTS])
@@ -259,7 +266,8 @@ def build_routes(config: Config, site: context.Site) -> Routes:
     vendors = VendorMap(config.vendors, config.proxy.host, config.proxy.scheme)
     return Routes(vendors, user_agent=config.upstream.user_agent, proxy_cookie_names=site.cookie_names,
                   reduce_user_agent=config.privacy.user_agent == "reduce",
-                  first_language=config.privacy.accept_language == "first")
+                  first_language=config.privacy.accept_language == "first",
+                  report_uri=f"{config.proxy.public_origin}{CSP_REPORT_PATH}")
 
 
 def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
@@ -286,6 +294,10 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         records = Records(config.records)
         records.retention.add("sessions", store.purge)
         await records.start()
+        needed = NeededHosts(config.proxy.state_dir / "needed-hosts.json",
+                             retention_days=int(config.records.detail_retention // 86400))
+        await needed.start()
+        records.retention.add("needed-hosts", needed.purge)
         site = context.Site.from_config(config)
         routes = build_routes(config, site)
         pages = Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme)
@@ -299,6 +311,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         app[context.PAGES] = pages
         app[context.RECORDS] = records
         app[context.ASSERTIONS] = minter
+        app[context.NEEDED_HOSTS] = needed
         app[context.CLIENTS] = context.Clients(
             networks=Networks([
                 LibraryNetwork(lib.name, tuple(n for n in map(parse_network, lib.cidrs) if n), lib.groups)
@@ -328,6 +341,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             if admin is not None:
                 await admin.cleanup()
             await records.close()
+            await needed.close()
             await client.close()
             await store.close()
             await authenticator.close()

@@ -28,9 +28,9 @@ from proxy.records.logsetup import parse_options as parse_log_options
 from proxy.records.options import RecordsOptions
 from proxy.records.options import parse_options as parse_records_options
 from proxy.settings import Problems, Reader
-from proxy.vendors import VendorConfig, parse_vendors, valid_scope
-from proxy.vendors import parse_hostport as parse_hostport
-from proxy.vendors import valid_host as valid_host  # still imported from here by the rewriter
+from proxy.staff.options import StaffOptions, parse_staff_options
+from proxy.vendors import VendorConfig as VendorConfig  # re-exported: tests and tools build vendor tables
+from proxy.vendors import parse_hostport, parse_vendors, valid_host, valid_scope
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class SessionsConfig:
     lifetime: float
     max_sessions: int
     redis_url: str | None
+    redis_pool: int = 64  # connections per process; requests wait for a free one...
+    redis_wait: float = 2.0  # ...this long at most
+    redis_timeout: float = 2.0  # connect and per-command timeout
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,9 @@ class Config:
     admin: AdminConfig
     group_names: Mapping[str, str] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    staff: StaffOptions = field(default_factory=StaffOptions)  # the staff console (proxy/staff/)
+    # Old proxy names (EZproxy's) whose links are redirected here (see migration.py).
+    old_hosts: tuple[str, ...] = ()
 
 
 # Parsers of pluggable sources' options, keyed by source name. Each takes the [patrons] Reader.
@@ -252,6 +258,8 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         sessions = SessionsConfig(
             store="redis", idle=sessions.idle, lifetime=sessions.lifetime,
             max_sessions=sessions.max_sessions, redis_url=s.secret("redis_url", required=True),
+            redis_pool=s.int("redis_pool", 64, minimum=1, maximum=10_000),
+            redis_wait=s.duration("redis_wait", "2s"), redis_timeout=s.duration("redis_timeout", "2s"),
         )
     if sessions.idle > sessions.lifetime:
         s.bad("idle", "must not be longer than lifetime")
@@ -319,6 +327,15 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         accept_language=pv.choice("accept_language", "first", ("first", "pass")),
     )
     pv.unknown_keys()
+    mig = root.sub("migration")
+    old_hosts = tuple(h.lower().rstrip(".") for h in mig.str_list("old_hosts"))
+    for old in old_hosts:
+        if not valid_host(old) or "." not in old:
+            mig.bad("old_hosts", f"{old!r} is not a host name like \"ezproxy.library.org\"")
+        elif parsed_host is not None and (old == parsed_host[0] or parsed_host[0].endswith("." + old)):
+            mig.bad("old_hosts", f"{old!r} covers this proxy's own host name")
+    mig.unknown_keys()
+    staff = parse_staff_options(root.sub("staff"))
     vendors = parse_vendors(root, problems, base, proxy.host)
     root.unknown_keys(("vendor",))
     if problems:
@@ -327,6 +344,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         path=path, proxy=proxy, library=library, patrons=patrons, sessions=sessions,
         assertion=assertion, upstream=upstream, network=network, vendors=vendors,
         logging=log_options, records=records, admin=admin, group_names=group_names, privacy=privacy,
+        old_hosts=old_hosts, staff=staff,
     )
 
 

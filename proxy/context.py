@@ -8,6 +8,7 @@ Each key holds one part with one concept; handlers take the parts they use and n
     PAGES       the proxy's own pages                 RECORDS    statistics, security memory
     CLIENTS     who the client is, and on which library network
     ASSERTIONS  the membership assertion minter (for the JWKS)
+    NEEDED_HOSTS hosts vendors' pages tried to load from (CSP reports)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from proxy.forward.handler import Forwarder
 from proxy.forward.route import Routes
 from proxy.network import IPAddress, IPNetwork, Networks, client_address
 from proxy.patrons.base import Authenticator
+from proxy.records.needhosts import NeededHosts
 from proxy.records.service import Records
 from proxy.sessions import Session, SessionStore
 from proxy.web.pages import Pages
@@ -80,6 +82,7 @@ PAGES = web.AppKey("pages", Pages)
 RECORDS = web.AppKey("records", Records)
 CLIENTS = web.AppKey("clients", Clients)
 ASSERTIONS = web.AppKey("assertions", AssertionMinter)
+NEEDED_HOSTS = web.AppKey("needed_hosts", NeededHosts)
 
 # Per-request values set by the middleware.
 SESSION = web.RequestKey("libproxy.session", Session)

@@ -27,12 +27,16 @@ class Routes:
     """Every vendor route of one configuration, and what they share."""
 
     def __init__(self, vendors: VendorMap, *, user_agent: str | None, proxy_cookie_names: frozenset[str],
-                 reduce_user_agent: bool = True, first_language: bool = True) -> None:
+                 reduce_user_agent: bool = True, first_language: bool = True, report_uri: str | None = None) -> None:
         self.vendors = vendors
         self.rewrite = RewriteTable(vendors)
         self.header_map = HeaderMapper(self.rewrite)
         # Added to every proxied document (see relay.py); the same for every vendor.
         self.proxy_policy = self.header_map.proxy_policy()
+        if report_uri:
+            # Browsers report what the policy blocked: the hosts a vendor's entry is missing,
+            # and the trackers kept away from patrons (records/needhosts.py).
+            self.proxy_policy += f"; report-uri {report_uri}"
         self._by_id = {
             vendor.id: VendorRoute(
                 vendor=vendor,

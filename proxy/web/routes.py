@@ -27,6 +27,7 @@ from aiohttp import web
 from proxy import context, gate
 from proxy.errors import BadInput, CardRefused
 from proxy.membership import Membership
+from proxy.records import needhosts
 from proxy.records.privacy import PrivacyFacts, privacy_summary
 from proxy.records.report import PROXY_VENDOR
 from proxy.sessions import SessionStore, Ticket
@@ -42,6 +43,7 @@ FORM_DEADLINE = 30.0
 TICKET_TTL = 60.0
 MAX_CHAIN = 8  # hosts given a cookie in one sign-in; the rest get theirs on first use
 MAX_FORM_BYTES = 16 * 1024
+CSP_REPORT_PATH = "/csp-report"
 
 routes = web.RouteTableDef()
 
@@ -77,6 +79,24 @@ def _single_param(request: web.Request, name: str) -> str | None:
         # SECURITY: parameter pollution (url=good&url=evil) is refused, not resolved.
         raise BadInput("malformed-link", 400)
     return values[0] if values else None
+
+
+def starting_point(request: web.Request) -> str | None:
+    """The target of a starting-point link, read the ways EZproxy links are written:
+
+    * ``/login?url=https://v.com/s?a=1&b=2``: everything after ``url=`` is the target, as typed
+      (EZproxy's form: library web pages paste vendor URLs unencoded, queries included);
+    * ``/login?url=https%3A%2F%2Fv.com%2F...``: one percent-encoded parameter;
+    * ``/login?qurl=https%3A%2F%2Fv.com%2F...``: EZproxy's explicitly encoded form.
+
+    The target is then checked like any other (``resolve_target``)."""
+    raw_query = request.raw_path.partition("?")[2]
+    if raw_query[:4].lower() == "url=":
+        rest = raw_query[4:]
+        if rest[:8].lower() == "https://" or rest[:7].lower() == "http://":
+            return rest
+    qurl = _single_param(request, "qurl")
+    return qurl if qurl is not None else _single_param(request, "url")
 
 
 def resolve_target(vendors: VendorMap, url: str) -> tuple[ParsedURL, Vendor] | None:
@@ -166,7 +186,7 @@ async def _read_form(request: web.Request) -> Mapping[str, object]:
 async def login_page(request: web.Request) -> web.StreamResponse:
     app = request.app
     pages, site, store = app[context.PAGES], app[context.SITE], app[context.SESSIONS]
-    url = _single_param(request, "url")
+    url = starting_point(request)
     target = _login_target(app[context.ROUTES].vendors, url)
     if target is None:
         return pages.message("not-configured")
@@ -379,6 +399,29 @@ async def jwks(request: web.Request) -> web.StreamResponse:
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+@routes.post(CSP_REPORT_PATH)
+async def csp_report(request: web.Request) -> web.StreamResponse:
+    """Browsers report loads the proxied pages' policy blocked. Only the vendor (from the page's
+    proxied host) and the blocked host name are kept (records/needhosts.py); nothing of the
+    report is logged, and the answer is the same whatever was sent."""
+    app = request.app
+    if request.content_length is None or request.content_length <= needhosts.MAX_REPORT_BYTES:
+        try:
+            async with asyncio.timeout(5):
+                body = await request.content.read(needhosts.MAX_REPORT_BYTES + 1)
+        except TimeoutError:
+            body = b""
+        vendors = app[context.ROUTES].vendors
+        proxy_name = app[context.SITE].host.split(":")[0]
+        needed = app[context.NEEDED_HOSTS]
+        for page_host, blocked in needhosts.parse_report(body):
+            origin = vendors.origin_for_host(page_host)
+            vendor = vendors.match(origin) if origin is not None else None
+            if vendor is not None and blocked != proxy_name and not blocked.endswith("." + proxy_name):
+                needed.note(vendor.id, blocked)
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/healthz")
