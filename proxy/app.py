@@ -95,7 +95,7 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.headers["Retry-After"] = "60"
         return response
     except StoreUnavailable:
-        log.error("session store unavailable")
+        # The store logs the cause itself, once per ten seconds: not a line per request.
         return pages.message("store-unavailable")
     except UpstreamError as exc:
         return pages.message("vendor-timeout" if exc.status == 504 else "vendor-unreachable")

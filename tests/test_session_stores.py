@@ -144,6 +144,8 @@ async def test_redis_holds_no_session_id_and_fails_clearly(redis_url: str) -> No
 
     def value(key: str) -> object:
         kind = client.type(key)
+        if kind == "zset":
+            return client.zrange(key, 0, -1)
         return client.get(key) if kind == "string" else client.hgetall(key) if kind == "hash" else sorted(
             client.smembers(key))
 
@@ -181,3 +183,73 @@ async def test_two_instances_one_redis(tmp_path: Path, echo: EchoVendor, redis_e
         assert (await a.get(f"http://{host}/echo", follow=False)).status == 302
         await a.close()
         await b.close()
+
+
+@needs_redis
+async def test_redis_stopped_and_restarted_is_recovered_without_restart(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis goes away: every call fails clearly (the cause named, logged once, not per call);
+    Redis comes back: the same store object works again, with no restart of the proxy."""
+    from tests.scale_support import RedisProcess, until
+
+    server = RedisProcess()
+    server.start()
+    store = RedisSessionStore(server.url, idle=60, lifetime=300, timeout=0.5, pool_size=4, pool_wait=0.5)
+    try:
+        session = await store.create(MEMBER)
+        assert await store.count() == 1
+        server.stop()
+        with caplog.at_level("ERROR", logger="libproxy.sessions"):
+            for _ in range(20):
+                with pytest.raises(StoreUnavailable) as failure:
+                    await store.get(session.id)
+        assert "cannot connect" in str(failure.value)
+        lines = [r for r in caplog.records if "session store (Redis) unavailable" in r.getMessage()]
+        assert len(lines) == 1 and "cannot connect" in lines[0].getMessage()
+        server.start()
+
+        async def works() -> bool:
+            try:
+                await store.count()
+                return True
+            except StoreUnavailable:
+                return False
+
+        await until(works, what="the store to reconnect")
+        fresh = await store.create(MEMBER)  # the data went with the restart; the store did not
+        assert await store.get(fresh.id) is not None
+    finally:
+        await store.close()
+        server.close()
+
+
+@needs_redis
+async def test_redis_pool_waits_instead_of_failing(redis_url: str) -> None:
+    """Far more concurrent calls than pooled connections: they queue for a connection, none fails."""
+    store = RedisSessionStore(redis_url, idle=60, lifetime=300, pool_size=2, pool_wait=10)
+    try:
+        session = await store.create(MEMBER)
+        found = await asyncio.gather(*(store.get(session.id) for _ in range(200)))
+        assert all(f is not None for f in found)
+    finally:
+        await store.close()
+
+
+@needs_redis
+async def test_redis_count_does_not_scan(redis_url: str) -> None:
+    """count() comes from an index of expiries, trimmed as sessions end; it never walks the keys."""
+    import redis
+
+    clock = Clock()
+    store = RedisSessionStore(redis_url, idle=60, lifetime=300, clock=clock)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        client.flushdb()
+        sessions = [await store.create(MEMBER) for _ in range(5)]
+        assert await store.count() == 5
+        await store.delete(sessions[0].id)
+        assert await store.count() == 4
+        clock.now += 61  # idle past the timeout: ended, whether or not Redis has dropped the keys
+        assert await store.count() == 0
+    finally:
+        client.close()
+        await store.close()

@@ -24,5 +24,6 @@ def make_store(config: SessionsConfig) -> SessionStore:
         from proxy.sessions.redis import RedisSessionStore
 
         assert config.redis_url is not None
-        return RedisSessionStore(config.redis_url, config.idle, config.lifetime)
+        return RedisSessionStore(config.redis_url, config.idle, config.lifetime, timeout=config.redis_timeout,
+                                 pool_size=config.redis_pool, pool_wait=config.redis_wait)
     raise ValueError(f"session store {config.store!r} is not available in this version")

@@ -9,25 +9,39 @@ absolute lifetime), so Redis purges abandoned sessions by itself.
                                       domain, path) and per vendor opened ("v", vendor)
     libproxy:p:<patron key>           set of that patron's session hashes ("sign out everywhere")
     libproxy:t:<sha256(ticket)>       one-time sign-on tickets
+    libproxy:live                     sorted set: session hash -> when it ends (counted, never
+                                      scanned: ZCOUNT is logarithmic, SCAN over every key is not)
 
 Each vendor cookie is its own field of the jar hash, written with HSET/HDEL: two responses
 arriving at once for one patron (on one instance or two) each add their cookie, and neither
 overwrites the other's, which a read-change-write of the whole session would.
+
+Connections come from a bounded pool that *waits* (up to ``pool_wait`` seconds) for a free
+connection instead of failing at once: under a burst of requests patrons queue for a few
+milliseconds instead of seeing "temporarily unavailable". A real failure (Redis down, a full pool
+for longer than the wait, a timeout) raises ``StoreUnavailable`` naming the cause, and is logged
+once per ten seconds, not once per request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import StoreUnavailable
 from proxy.membership import Membership
+from proxy.ratelog import RateLimitedLog
 from proxy.sessions.base import Lifetimes, Session, Ticket, new_session_id
 from proxy.sessions.jar import Cookie, Jar
 
@@ -35,6 +49,20 @@ PREFIX = "libproxy:"
 _SEP = "\t"  # vendor ids, cookie names and domains never contain a tab
 # Activity is written back at most this often: a page load makes dozens of requests.
 TOUCH_EVERY = 10.0
+LIVE = PREFIX + "live"
+
+log = logging.getLogger("libproxy.sessions")
+
+
+def describe_failure(exc: BaseException, timeout: float, pool_size: int, pool_wait: float) -> str:
+    """What went wrong, in words IT can act on (never an address: the log filter would blank it)."""
+    if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+        return f"all {pool_size} pooled connections busy for {pool_wait:g} s (raise [sessions] redis_pool?)"
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return f"no answer within {timeout:g} s (timeout)"
+    if isinstance(exc, RedisConnectionError | ConnectionError | OSError):
+        return "cannot connect (refused, reset or unreachable)"
+    return f"Redis error {type(exc).__name__}"
 
 
 def _digest(value: str) -> str:
@@ -43,12 +71,25 @@ def _digest(value: str) -> str:
 
 class RedisSessionStore:
     def __init__(self, url: str, idle: float, lifetime: float, clock: Callable[[], float] = time.time,
-                 timeout: float = 2.0) -> None:
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
+                 timeout: float = 2.0, pool_size: int = 64, pool_wait: float = 2.0) -> None:
+        # A pool that waits for a free connection (bounded in size and in time): redis-py's
+        # default pool raises at once when its connections are all in use.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=pool_wait, socket_timeout=timeout,
+            socket_connect_timeout=timeout, decode_responses=True,
+            # One quick retry on a fresh connection: after Redis restarts, every pooled connection
+            # is dead, and the first use of each finds out; more retries only delay the verdict.
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self.lifetimes = Lifetimes(idle, lifetime)
         self._clock = clock
+        self._timeout = timeout
+        self.pool_size = pool_size
+        self._pool_wait = pool_wait
+        self._log = RateLimitedLog(log, 10.0)
+        self.failures = 0  # failed calls since start (for metrics)
+        self.last_failure = ""  # the last cause, for the readiness check
 
     def _ttl(self, session: Session, now: float) -> int:
         return max(1, int(self.lifetimes.ends_at(session.created, now) - now))
@@ -57,7 +98,11 @@ class RedisSessionStore:
         try:
             return await coro
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(type(exc).__name__) from None
+            cause = describe_failure(exc, self._timeout, self.pool_size, self._pool_wait)
+            self.failures += 1
+            self.last_failure = cause
+            self._log.error("session store (Redis) unavailable: %s", cause)
+            raise StoreUnavailable(cause) from None
 
     async def _write(self, session: Session, now: float) -> None:
         ttl = self._ttl(session, now)
@@ -68,6 +113,8 @@ class RedisSessionStore:
                       "last_seen": session.last_seen}
             pipe.set(PREFIX + "s:" + digest, json.dumps(record), ex=ttl)
             pipe.expire(PREFIX + "j:" + digest, ttl)
+            pipe.zadd(LIVE, {digest: now + ttl})
+            pipe.expire(LIVE, int(self.lifetimes.lifetime))
             if session.membership.key:
                 index = PREFIX + "p:" + session.membership.key
                 pipe.sadd(index, digest)
@@ -135,15 +182,21 @@ class RedisSessionStore:
 
     async def delete(self, session_id: str) -> None:
         digest = _digest(session_id)
-        await self._call(self._redis.delete(PREFIX + "s:" + digest, PREFIX + "j:" + digest))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(PREFIX + "s:" + digest, PREFIX + "j:" + digest)
+            pipe.zrem(LIVE, digest)
+            await self._call(pipe.execute())
 
     async def delete_patron(self, patron_key: str) -> int:
         index = PREFIX + "p:" + patron_key
         members = await self._call(self._redis.smembers(index))
         if not members:
             return 0
-        ended = await self._call(self._redis.delete(*(PREFIX + "s:" + m for m in members)))
-        await self._call(self._redis.delete(*(PREFIX + "j:" + m for m in members), index))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*(PREFIX + "s:" + m for m in members))
+            pipe.delete(*(PREFIX + "j:" + m for m in members), index)
+            pipe.zrem(LIVE, *members)
+            ended, _, _ = await self._call(pipe.execute())
         return int(ended)
 
     async def add_ticket(self, ticket_id: str, ticket: Ticket, ttl: float) -> None:
@@ -158,13 +211,17 @@ class RedisSessionStore:
         return 0
 
     async def count(self) -> int:
-        total = 0
-        async for _ in self._redis.scan_iter(match=PREFIX + "s:*", count=1000):
-            total += 1
-        return total
+        """Live sessions, from the expiry index: entries past their end are trimmed first, so
+        the cost is logarithmic in the sessions plus the few that ended since the last count."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(LIVE, "-inf", self._clock())
+            pipe.zcard(LIVE)
+            _, total = await self._call(pipe.execute())
+        return int(total)
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._pool.disconnect()
 
 
 def _cookie_field(vendor_id: str, key: tuple[str, str, str]) -> str:
