@@ -27,6 +27,7 @@ from aiohttp import web
 from proxy import context, gate
 from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config
+from proxy.config import warnings as config_warnings
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
 from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
@@ -41,6 +42,7 @@ from proxy.records.observer import UsageObserver
 from proxy.records.service import Records
 from proxy.rewrite import rewriting_loop
 from proxy.sessions import Session, make_store
+from proxy.shared import SHARED, open_shared
 from proxy.vendors import Origin, VendorMap
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
@@ -276,14 +278,6 @@ def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
     return load_secret(config), KeyRing(config.assertion.key_file, config.assertion.algorithm)
 
 
-async def _watch_keys(ring: KeyRing) -> None:
-    """Pick up `libproxy keys rotate` without a restart."""
-    while True:
-        await asyncio.sleep(10)
-        if await asyncio.to_thread(ring.reload_if_changed):
-            log.info("assertion keys reloaded: %d keys", len(ring.keys))
-
-
 def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         secret, keys = await asyncio.to_thread(_prepare_state, config)
@@ -294,6 +288,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         records = Records(config.records)
         records.retention.add("sessions", store.purge)
         await records.start()
+        shared = await open_shared(config, keys, records.security)
         needed = NeededHosts(config.proxy.state_dir / "needed-hosts.json",
                              retention_days=int(config.records.detail_retention // 86400))
         await needed.start()
@@ -301,7 +296,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         site = context.Site.from_config(config)
         routes = build_routes(config, site)
         pages = Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme)
-        minter = AssertionMinter(keys, issuer=config.proxy.public_origin, scope=config.library.scope,
+        minter = AssertionMinter(shared.keys, issuer=config.proxy.public_origin, scope=config.library.scope,
                                  lifetime=config.assertion.lifetime)
         app[context.CONFIG] = config
         app[context.SITE] = site
@@ -330,9 +325,12 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             per_client=Slots(config.upstream.per_client, config.upstream.queue_wait),
             per_host=Slots(config.upstream.limit_per_host, config.upstream.queue_wait),
         )
+        for warning in config_warnings(config):
+            log.warning("%s", warning)
         log.info("proxy ready: %d vendors, sessions in %s, patrons from %s, rewriting %s",
                  len(config.vendors), config.sessions.store, config.patrons.source, rewriting_loop())
-        watcher = asyncio.create_task(_watch_keys(keys))
+        app[SHARED] = shared
+        watcher = asyncio.create_task(shared.watch_keys())
         admin = await start_admin(app)
         try:
             yield
@@ -341,6 +339,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             if admin is not None:
                 await admin.cleanup()
             await records.close()
+            await shared.close()
             await needed.close()
             await client.close()
             await store.close()

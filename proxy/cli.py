@@ -1,7 +1,9 @@
 """Command line: ``libproxy`` or ``python -m proxy``.
 
     serve --config FILE          run the proxy
-    check-config FILE [--probe]  check a configuration, listing every problem (exit 1 if any)
+    check-config [--config] FILE [--probe]   check a configuration, listing every problem
+    check-vendor ID --config FILE            fetch a vendor's start page and say what it needs
+    import-ezproxy FILE... [--out F] [--report F] [--json]   convert EZproxy configuration
     demo                         run the demo vendor and the proxy on embedded defaults
     patrons add --file F --card C --groups a,b [--home H]   add a patron (PIN asked for)
     keys list|rotate --config FILE   show or rotate the assertion signing keys
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import os
@@ -84,11 +87,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    path: str | None = args.config or args.file
+    if args.config and args.file and args.config != args.file:
+        print("Give the configuration file once (either FILE or --config FILE).", file=sys.stderr)
+        return None
+    if not path:
+        print("Which configuration file? Give it as FILE or --config FILE.", file=sys.stderr)
+    return path
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from proxy.settings import plural
+
+    path = _config_path(args)
+    if path is None:
+        return 2
     try:
-        cfg = config_mod.load(args.file)
+        cfg = config_mod.load(path)
     except ConfigError as exc:
-        print(f"{args.file}: {len(exc.problems)} problem(s):")
+        print(f"{path}: {plural(len(exc.problems), 'problem')}:")
         for problem in exc.problems:
             print(f"  - {problem}")
         return 1
@@ -96,15 +114,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if args.probe:
         problems = asyncio.run(_probe(cfg))
     if problems:
-        print(f"{args.file}: the configuration is valid, but the probe found {len(problems)} problem(s):")
+        print(f"{path}: the configuration is valid, but the probe found {plural(len(problems), 'problem')}:")
         for problem in problems:
             print(f"  - {problem}")
         return 1
+    from proxy.config import warnings
     from proxy.rewrite import rewriting_loop
 
-    print(f"{args.file}: OK ({len(cfg.vendors)} vendors, patrons from {cfg.patrons.source}, "
+    print(f"{path}: OK ({plural(len(cfg.vendors), 'vendor')}, patrons from {cfg.patrons.source}, "
           f"sessions in {cfg.sessions.store}, rewriting {rewriting_loop()})")
+    for warning in warnings(cfg):
+        print(f"  warning: {warning}")
     return 0
+
+
+def cmd_check_vendor(args: argparse.Namespace) -> int:
+    from proxy.vendorcheck import check_vendor
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    result = asyncio.run(check_vendor(cfg, args.vendor))
+    for line in result.lines:
+        print(line)
+    return 0 if result.ok else 1
 
 
 async def _probe(cfg: config_mod.Config) -> list[str]:
@@ -164,13 +197,30 @@ def cmd_patrons_add(args: argparse.Namespace) -> int:
 
     if args.pin_stdin:
         pin = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        print("No terminal to ask for the PIN on: pipe it with --pin-stdin.", file=sys.stderr)
+        return 1
     else:
-        pin = getpass.getpass("PIN for this card: ")
-        if getpass.getpass("PIN again: ") != pin:
+        try:
+            pin = getpass.getpass("PIN for this card: ")
+            again = getpass.getpass("PIN again: ")
+        except (EOFError, KeyboardInterrupt):
+            print("\nNo PIN given; nothing was written.", file=sys.stderr)
+            return 1
+        if again != pin:
             print("The two PINs differ; nothing was written.", file=sys.stderr)
             return 1
     if not acceptable_credentials(args.card, pin):
         print("The card number and PIN must be non-empty, printable and not overlong.", file=sys.stderr)
+        return 1
+    if len(pin) < MIN_PIN:
+        # SECURITY: a 2-digit PIN falls to a hundred guesses, which the lockout does not stop.
+        print(f"The PIN must have at least {MIN_PIN} characters.", file=sys.stderr)
+        return 1
+    folder = Path(args.file).resolve().parent
+    if not folder.is_dir():
+        print(f"The folder {folder} does not exist; create it first (the patrons file goes there).",
+              file=sys.stderr)
         return 1
     if args.status not in STATUSES:
         print(f"--status must be one of {', '.join(STATUSES)}", file=sys.stderr)
@@ -182,6 +232,9 @@ def cmd_patrons_add(args: argparse.Namespace) -> int:
     replaced = add_patron(Path(args.file), args.card, hash_pin(pin), groups, args.home, args.status)
     print(f"{'Updated' if replaced else 'Added'} one patron in {args.file}.")
     return 0
+
+
+MIN_PIN = 4
 
 
 def _load_or_report(path: str) -> config_mod.Config | None:
@@ -211,13 +264,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if reader.problems.items:
             print(reader.problems.items[0], file=sys.stderr)
             return 1
-        key = rotate_keys(path, alg, grace, lifetime)
+        if cfg.assertion.key_store == "redis" and cfg.sessions.redis_url:
+            from proxy.assertion import rotate_keys_in_redis
+
+            # Every instance reads the one key set in Redis: the rotation reaches all of them.
+            key = rotate_keys_in_redis(cfg.sessions.redis_url, alg, grace, lifetime, seed_file=path)
+        else:
+            key = rotate_keys(path, alg, grace, lifetime)
         print(f"Added key {key.kid}: published now, signing from "
               f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(key.activate_at))}.")
         print("A running proxy picks it up within 10 seconds; no restart is needed.")
         return 0
     now = time.time()
-    keys = load_or_create_keys(path, alg)
+    if cfg.assertion.key_store == "redis" and cfg.sessions.redis_url:
+        from proxy.assertion import read_keys_in_redis
+
+        shared = read_keys_in_redis(cfg.sessions.redis_url)
+        if shared is None:
+            print("No keys in Redis yet: the first proxy instance to start creates them.")
+            return 0
+        keys = shared
+    else:
+        keys = load_or_create_keys(path, alg)
     current = signing_key_at(keys, now)
     published = published_keys(keys, now, lifetime)
     for key in keys:
@@ -288,36 +356,45 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="check a configuration file and list every problem")
-    check.add_argument("file")
-    check.add_argument("--probe", action="store_true", help="also connect to the patron directory")
+    check.add_argument("file", nargs="?", help="the TOML configuration file (or give --config)")
+    check.add_argument("--config", help="the TOML configuration file (the same as FILE)")
+    check.add_argument("--probe", action="store_true",
+                       help="also connect to the patron directory (LDAP, SIP2, RemoteAuth) and report what failed")
     check.set_defaults(func=cmd_check_config)
 
+    vcheck = sub.add_parser("check-vendor", help="fetch a vendor's start page through the proxy's client and "
+                                                 "report redirects, TLS problems and the hosts it needs")
+    vcheck.add_argument("vendor", metavar="ID", help="the vendor's id in the configuration")
+    vcheck.add_argument("--config", required=True, help="the TOML configuration file")
+    vcheck.set_defaults(func=cmd_check_vendor)
+
     demo = sub.add_parser("demo", help="run a demo vendor and the proxy on embedded defaults")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--vendor-port", type=int, default=8081)
-    demo.add_argument("--state-dir", default="var/demo")
+    demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
+    demo.add_argument("--vendor-port", type=int, default=8081, help="the demo vendor's port (default 8081)")
+    demo.add_argument("--state-dir", default="var/demo",
+                      help="where the demo keeps its keys and statistics (default var/demo)")
     demo.set_defaults(func=cmd_demo)
 
     keys = sub.add_parser("keys", help="list or rotate the assertion signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     klist = ksub.add_parser("list", help="show the keys and which one signs")
-    klist.add_argument("--config", required=True)
+    klist.add_argument("--config", required=True, help="the TOML configuration file")
     klist.set_defaults(func=cmd_keys)
     rotate = ksub.add_parser("rotate", help="add a new key that starts signing after a grace period")
-    rotate.add_argument("--config", required=True)
+    rotate.add_argument("--config", required=True, help="the TOML configuration file")
     rotate.add_argument("--grace", default="1d",
                         help="how long vendors get to fetch the new key before it signs (default 1d)")
     rotate.set_defaults(func=cmd_keys)
 
     stats = sub.add_parser("stats", help="usage statistics per database (small counts suppressed)")
-    stats.add_argument("--config", required=True)
+    stats.add_argument("--config", required=True, help="the TOML configuration file")
     from proxy.records.commands import add_stats_arguments
 
     add_stats_arguments(stats)
     stats.set_defaults(func=cmd_stats)
 
     purge = sub.add_parser("purge", help="purge statistics older than their retention, now")
-    purge.add_argument("--config", required=True)
+    purge.add_argument("--config", required=True, help="the TOML configuration file")
     purge.set_defaults(func=cmd_purge)
 
     ezproxy = sub.add_parser("import-ezproxy",
@@ -335,12 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     patrons = sub.add_parser("patrons", help="manage the local patrons file")
     psub = patrons.add_subparsers(dest="patrons_command", required=True)
     add = psub.add_parser("add", help="add or update a patron with a hashed PIN")
-    add.add_argument("--file", required=True)
-    add.add_argument("--card", required=True)
+    add.add_argument("--file", required=True, help="the patrons file ([patrons] file), created if absent")
+    add.add_argument("--card", required=True, help="the card number (stored only as part of the hashed record)")
     add.add_argument("--groups", required=True, help="comma-separated, e.g. wolcott,bibliomation")
     add.add_argument("--home", default=None, help="home library, e.g. wolcott")
-    add.add_argument("--status", default="active")
-    add.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+    from proxy.patrons.local import STATUSES
+
+    add.add_argument("--status", default="active", choices=STATUSES,
+                     help=f"one of {', '.join(STATUSES)} (default active)")
+    add.add_argument("--pin-stdin", action="store_true",
+                     help="read the PIN from standard input (for scripts); otherwise it is asked for twice")
     add.set_defaults(func=cmd_patrons_add)
     return parser
 
@@ -348,7 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level or "INFO")
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"libproxy {args.command}: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES) and args.command in ("serve", "demo"):
+            # A port already taken (another proxy, or the demo still running): one line, no traceback.
+            print(f"libproxy {args.command}: cannot listen: {exc.strerror}. Is another proxy (or the demo) "
+                  "already running on that port? Choose another port or stop it.", file=sys.stderr)
+            return 1
+        raise
     return result
 
 

@@ -27,7 +27,7 @@ from proxy.records.logsetup import LogOptions
 from proxy.records.logsetup import parse_options as parse_log_options
 from proxy.records.options import RecordsOptions
 from proxy.records.options import parse_options as parse_records_options
-from proxy.settings import Problems, Reader
+from proxy.settings import Problems, Reader, shown
 from proxy.staff.options import StaffOptions, parse_staff_options
 from proxy.vendors import VendorConfig as VendorConfig  # re-exported: tests and tools build vendor tables
 from proxy.vendors import parse_hostport, parse_vendors, valid_host, valid_scope
@@ -91,6 +91,8 @@ class AssertionConfig:
     lifetime: float
     algorithm: str
     key_file: Path
+    # "file": key_file; "redis": one key set for every instance, in the sessions' Redis.
+    key_store: str = "file"
 
 
 @dataclass(frozen=True)
@@ -190,14 +192,17 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     p = root.sub("proxy")
     listen = p.str("listen", "127.0.0.1:8080")
     listen_host, _, listen_port_text = listen.rpartition(":")
-    if not listen_host or not listen_port_text.isdigit() or not 0 < int(listen_port_text) < 65536:
-        p.bad("listen", f"must be \"address:port\", not {listen!r}")
+    if listen_host and listen_port_text.isdigit() and not 0 < int(listen_port_text) < 65536:
+        p.bad("listen", f"port {listen_port_text} is out of the range 1-65535")
+        listen_host, listen_port_text = "127.0.0.1", "8080"
+    elif not listen_host or not listen_port_text.isdigit():
+        p.bad("listen", f"must be \"address:port\", not {shown(listen)}")
         listen_host, listen_port_text = "127.0.0.1", "8080"
     listen_host = listen_host.strip("[]")
     host = p.str("host", "proxy.localhost:8080").lower()
     parsed_host = parse_hostport(host)
     if parsed_host is None:
-        p.bad("host", f"must be a host name with an optional port, not {host!r}")
+        p.bad("host", f"must be a host name with an optional port, not {shown(host)}")
     tls_cert = p.path("tls_cert")
     tls_key = p.path("tls_key")
     if (tls_cert is None) != (tls_key is None):
@@ -213,7 +218,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         host=host,
         scheme=scheme,
         state_dir=state_dir,
-        secret=p.secret("secret"),
+        secret=_checked_secret(p),
         tls_cert=tls_cert,
         tls_key=tls_key,
         max_upload=p.size("max_upload", "100MB"),
@@ -231,7 +236,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         scope=lib.str("scope", library_id),
     )
     if not valid_scope(library.scope):
-        lib.bad("scope", f"must be a domain-like scope such as \"wolcott.lib.ct.us\", not {library.scope!r}")
+        lib.bad("scope", f"must be a domain-like scope such as \"wolcott.lib.ct.us\", not {shown(library.scope)}")
     lib.unknown_keys()
 
     pat = root.sub("patrons")
@@ -268,13 +273,16 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     a = root.sub("assertion")
     header = a.str("header", "X-Library-Membership")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", header):
-        a.bad("header", f"must be an HTTP header name of letters, digits and dashes, not {header!r}")
+        a.bad("header", f"must be an HTTP header name of letters, digits and dashes, not {shown(header)}")
     assertion = AssertionConfig(
         header=header,
         lifetime=a.duration("lifetime", "5m"),
         algorithm=a.choice("algorithm", "ES256", ("ES256", "EdDSA")),
         key_file=a.path("key_file", "") or state_dir / "assertion-keys.json",
+        key_store=a.choice("key_store", "redis" if sessions.store == "redis" else "file", ("file", "redis")),
     )
+    if assertion.key_store == "redis" and sessions.store != "redis":
+        a.bad("key_store", 'is "redis", which needs [sessions] store = "redis" (its redis_url is used)')
     if assertion.lifetime > 3600:
         a.bad("lifetime", "must be at most one hour (an assertion is a short-lived ticket)")
     a.unknown_keys()
@@ -285,7 +293,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            u.bad("hosts", f"{name!r} must map to an IP address, not {address!r}")
+            u.bad("hosts", f"{shown(name)} must map to an IP address, not {shown(address)}")
     upstream = UpstreamConfig(
         connect_timeout=u.duration("connect_timeout", "10s"),
         read_timeout=u.duration("read_timeout", "60s"),
@@ -314,11 +322,11 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     adm = root.sub("admin")
     admin_listen = adm.str("listen", "127.0.0.1:9080")
     if admin_listen and (":" not in admin_listen or not admin_listen.rpartition(":")[2].isdigit()):
-        adm.bad("listen", f'must be "address:port" or "" to turn the staff listener off, not {admin_listen!r}')
+        adm.bad("listen", f'must be "address:port" or "" to turn the staff listener off, not {shown(admin_listen)}')
     admin_allow = adm.str_list("allow", ("127.0.0.1/32", "::1/128"))
     for cidr in admin_allow:
         if parse_network(cidr) is None:
-            adm.bad("allow", f"{cidr!r} is not a network like \"127.0.0.1/32\"")
+            adm.bad("allow", f"{shown(cidr)} is not a network like \"127.0.0.1/32\"")
     adm.unknown_keys()
     admin = AdminConfig(listen=admin_listen or None, allow=admin_allow)
     pv = root.sub("privacy")
@@ -331,9 +339,9 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     old_hosts = tuple(h.lower().rstrip(".") for h in mig.str_list("old_hosts"))
     for old in old_hosts:
         if not valid_host(old) or "." not in old:
-            mig.bad("old_hosts", f"{old!r} is not a host name like \"ezproxy.library.org\"")
+            mig.bad("old_hosts", f"{shown(old)} is not a host name like \"ezproxy.library.org\"")
         elif parsed_host is not None and (old == parsed_host[0] or parsed_host[0].endswith("." + old)):
-            mig.bad("old_hosts", f"{old!r} covers this proxy's own host name")
+            mig.bad("old_hosts", f"{shown(old)} covers this proxy's own host name")
     mig.unknown_keys()
     staff = parse_staff_options(root.sub("staff"))
     vendors = parse_vendors(root, problems, base, proxy.host)
@@ -348,14 +356,49 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
     )
 
 
+MIN_SECRET = 32
+
+
+def _checked_secret(p: Reader) -> str | None:
+    secret = p.secret("secret")
+    if secret is not None and len(secret) < MIN_SECRET:
+        # SECURITY: the secret keys every patron pseudonym; a short one can be guessed offline.
+        p.bad("secret", f"must be at least {MIN_SECRET} characters (for example the output of "
+                        "`openssl rand -base64 48`), or leave it out to have one generated in state_dir")
+        return None
+    return secret
+
+
+def _loopback_name(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warnings(config: Config) -> list[str]:
+    """Things that are allowed but unwise, said at start and by ``check-config``."""
+    found = []
+    if config.proxy.scheme == "http" and not _loopback_name(config.proxy.host_name):
+        found.append(
+            f"[proxy] scheme is \"http\" for {config.proxy.host_name}: over plain http the session cookie "
+            "cannot use the __Host- prefix, so a script on a vendor's page could set a domain-wide copy "
+            "and sign patrons out, and everything patrons send crosses the network readable. Production "
+            "needs https (tls_cert/tls_key, or scheme = \"https\" behind a TLS terminator)."
+        )
+    return found
+
+
 def _parse_network(n: Reader) -> NetworkConfig:
     trusted = n.str_list("trusted_proxies")
     for cidr in trusted:
         if parse_network(cidr) is None:
-            n.bad("trusted_proxies", f"{cidr!r} is not an address or network like \"10.0.0.5/32\"")
+            n.bad("trusted_proxies", f"{shown(cidr)} is not an address or network like \"10.0.0.5/32\"")
     header = n.str("forwarded_header", "x-forwarded-for").lower()
     if not re.fullmatch(r"[a-z0-9-]{1,64}", header):
-        n.bad("forwarded_header", f"{header!r} is not a header name")
+        n.bad("forwarded_header", f"{shown(header)} is not a header name")
     raw = n.raw("library", [])
     libraries: list[LibraryNetworkConfig] = []
     if not isinstance(raw, list):
@@ -365,15 +408,15 @@ def _parse_network(n: Reader) -> NetworkConfig:
         if not isinstance(item, Mapping):
             n.bad("library", f"entry #{index} must be a table")
             continue
-        lib = Reader(item, f"network.library #{index}", n.problems, n.base)
+        lib = Reader(item, f"[[network.library]] #{index}", n.problems, n.base)
         name = lib.str("name", f"network {index}")
-        lib.where = f"network.library {name!r}"
+        lib.where = f"[[network.library]] {shown(name)}"
         cidrs = lib.str_list("cidrs")
         if not cidrs:
             lib.bad("cidrs", "must list at least one network, like \"192.0.2.0/24\"")
         for cidr in cidrs:
             if parse_network(cidr) is None:
-                lib.bad("cidrs", f"{cidr!r} is not a network like \"192.0.2.0/24\" or \"2001:db8::/48\"")
+                lib.bad("cidrs", f"{shown(cidr)} is not a network like \"192.0.2.0/24\" or \"2001:db8::/48\"")
         groups = frozenset(lib.str_list("groups"))
         if not groups:
             lib.bad("groups", "must name the groups this network grants (e.g. [\"wolcott\", \"bibliomation\"])")

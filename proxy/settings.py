@@ -21,6 +21,26 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+
+def shown(value: Any) -> str:
+    """A value as it is written in the TOML file (``"text"``, ``true``, ``5``), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "a table"
+    return str(value)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """"1 vendor", "2 vendors"."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
@@ -65,7 +85,10 @@ class Reader:
         return Reader(value, f"{self.where}.{key}" if self.where else key, self.problems, self.base)
 
     def place(self, key: builtins.str) -> builtins.str:
-        return f"[{self.where}] {key}" if self.where else key
+        if not self.where:
+            return key
+        # An entry of an array of tables is named as the file writes it: [[vendor]] "gale".
+        return f"{self.where} {key}" if self.where.startswith("[[") else f"[{self.where}] {key}"
 
     def raw(self, key: builtins.str, default: Any) -> Any:
         self._seen.add(key)
@@ -81,7 +104,7 @@ class Reader:
         value = self.raw(key, default)
         # bool is an int in Python; a TOML `true` where a number is wanted is a mistake.
         if not isinstance(value, kind) or (isinstance(value, builtins.bool) and kind is not bool):
-            self.bad(key, f"must be {label}, not {type(value).__name__}")
+            self.bad(key, f"must be {label}, not {shown(value)}")
             return default
         return value  # type: ignore[return-value]
 
@@ -95,7 +118,7 @@ class Reader:
     def choice(self, key: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(key, default)
         if value not in choices:
-            self.bad(key, f"must be one of {', '.join(choices)}, not {value!r}")
+            self.bad(key, f"must be one of {', '.join(choices)}, not {shown(value)}")
             return default
         return value
 
@@ -138,7 +161,7 @@ class Reader:
             raw = str(raw)
         match = _DURATION.match(raw) if isinstance(raw, builtins.str) else None
         if match is None:
-            self.bad(key, f"must be a duration like \"90s\", \"5m\", \"2h\" or \"7d\", not {raw!r}")
+            self.bad(key, f"must be a duration like \"90s\", \"5m\", \"2h\" or \"7d\", not {shown(raw)}")
             match = _DURATION.match(default)
             assert match is not None
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -153,7 +176,7 @@ class Reader:
             raw = str(raw)
         match = _SIZE.match(raw) if isinstance(raw, builtins.str) else None
         if match is None:
-            self.bad(key, f"must be a size like \"64KiB\" or \"100MB\", not {raw!r}")
+            self.bad(key, f"must be a size like \"64KiB\" or \"100MB\", not {shown(raw)}")
             match = _SIZE.match(default)
             assert match is not None
         unit = match.group(2).lower() if match.group(2) else None

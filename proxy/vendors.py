@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
 from proxy.counters import NO_PATTERNS, CounterPatterns, parse_counter_patterns
-from proxy.settings import Problems, Reader
+from proxy.settings import Problems, Reader, shown
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_LABEL = 63
@@ -463,6 +463,37 @@ class VendorMap:
         return origin if self.match(origin) is not None else None
 
 
+def url_problem(url: str) -> str:
+    """Why ``parse_absolute_url`` refuses ``url``, in words for a configuration problem."""
+    match = _URL.match(url.strip()) if url else None
+    if match is None or match.group("scheme").lower() not in DEFAULT_PORTS:
+        return "is not an http:// or https:// URL"
+    authority = match.group("authority")
+    if "@" in authority:
+        return "must not contain a user name or password (user@host)"
+    if _AUTHORITY_BAD.search(authority):
+        return "has characters that are not allowed in a host name (%, \\, spaces or control characters)"
+    _, sep, port = authority.rpartition(":")
+    if sep and port.isdigit() and not 0 < int(port) < 65536:
+        return f"has port {port}, out of the range 1-65535"
+    if url != url.strip() or any(ch in url for ch in "\t\r\n"):
+        return "has spaces, tabs or line breaks"
+    return "does not name a valid host"
+
+
+def _origin_spec_problem(spec: str) -> str:
+    if "://" in spec:
+        problem = url_problem(spec)
+        parsed = parse_absolute_url(spec)
+        if parsed is not None:
+            return "must be only scheme, host and port, without a path"
+        return problem
+    _, sep, port = spec.rpartition(":")
+    if sep and port.isdigit() and not 0 < int(port) < 65536:
+        return f"has port {port}, out of the range 1-65535"
+    return 'is not a host name, "host:port" or "https://host[:port]"'
+
+
 def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") -> list[str]:
     """Problems in the vendor table as a whole: bad hosts, overlaps, unreachable start URLs,
     and vendor hosts or domains that would cover the proxy's own host names."""
@@ -470,46 +501,45 @@ def check_vendor_table(configs: Sequence[VendorConfig], proxy_host: str = "") ->
     proxy_name = proxy_host.rpartition(":")[0] if ":" in proxy_host else proxy_host
     owner: dict[Origin, str] = {}
     for cfg in configs:
-        where = f"[[vendor]] {cfg.id!r}"
+        where = f"[[vendor]] {shown(cfg.id)}"
         origins: list[Origin] = []
         for spec in cfg.hosts:
             found = parse_origin_spec(spec)
             if found is None:
-                problems.append(
-                    f"{where} hosts: {spec!r} is not a host name, \"host:port\" or \"https://host[:port]\""
-                )
+                problems.append(f"{where} hosts: {shown(spec)} {_origin_spec_problem(spec)}")
                 continue
             origins.extend(found)
         for origin in origins:
             if proxy_name and (origin.host == proxy_name or origin.host.endswith("." + proxy_name)):
-                problems.append(f"{where} hosts: {origin.host!r} is the proxy's own host name")
+                problems.append(f"{where} hosts: {shown(origin.host)} is the proxy's own host name")
             other = owner.setdefault(origin, cfg.id)
             if other != cfg.id:
-                problems.append(f"{where} hosts: {origin} is also listed by vendor {other!r}")
+                problems.append(f"{where} hosts: {origin} is also listed by vendor {shown(other)}")
         for domain in cfg.domains:
             if not valid_host(domain) or "." not in domain:
                 problems.append(
-                    f"{where} domains: {domain!r} is not a domain with at least two labels "
+                    f"{where} domains: {shown(domain)} is not a domain with at least two labels "
                     "(a top-level domain would make the proxy open to a whole TLD)"
                 )
             elif proxy_name and (proxy_name == domain or proxy_name.endswith("." + domain)):
                 # SECURITY: the proxy's own pages and proxied hosts must never count as a vendor.
-                problems.append(f"{where} domains: {domain!r} covers the proxy's own host {proxy_name!r}")
+                problems.append(f"{where} domains: {shown(domain)} covers the proxy's own host {shown(proxy_name)}")
         for host, alias in cfg.aliases.items():
             if not re.fullmatch(r"[a-z0-9]([a-z0-9]|-(?!-)){0,40}", alias.lower()) or alias.endswith("-"):
                 problems.append(
-                    f"{where} aliases: {alias!r} for {host!r} must be short letters, digits and single dashes"
+                    f"{where} aliases: {shown(alias)} for {shown(host)} must be short letters, digits and single dashes"
                 )
         if cfg.start:
             parsed = parse_absolute_url(cfg.start)
             if parsed is None:
-                problems.append(f"{where} start: {cfg.start!r} is not an http:// or https:// URL")
+                problems.append(f"{where} start: {shown(cfg.start)} {url_problem(cfg.start)}")
             elif parsed.origin not in origins and not any(
                 parsed.origin.default_port
                 and (parsed.origin.host == d or parsed.origin.host.endswith("." + d))
                 for d in cfg.domains
             ):
-                problems.append(f"{where} start: the host of {cfg.start!r} is not in this vendor's hosts or domains")
+                problems.append(
+                    f"{where} start: the host of {shown(cfg.start)} is not in this vendor's hosts or domains")
     return problems
 
 
@@ -546,7 +576,7 @@ def _check_globs(v: Reader, key: str) -> tuple[str, ...]:
     patterns = v.str_list(key)
     for pattern in patterns:
         if not pattern.startswith("/"):
-            v.bad(key, f"{pattern!r} must be a path pattern starting with \"/\", like \"/open/*\"")
+            v.bad(key, f"{shown(pattern)} must be a path pattern starting with \"/\", like \"/open/*\"")
     return patterns
 
 
@@ -561,10 +591,10 @@ def parse_vendors(root: Reader, problems: Problems, base: Path, proxy_host: str)
         if not isinstance(item, Mapping):
             problems.add(f"[[vendor]] #{index}", "must be a table")
             continue
-        v = Reader(item, f"vendor #{index}", problems, base)
+        v = Reader(item, f"[[vendor]] #{index}", problems, base)
         vid = v.str("id", required=True)
         if vid:
-            v.where = f"vendor {vid!r}"
+            v.where = f"[[vendor]] {shown(vid)}"
             if not VENDOR_ID.match(vid):
                 v.bad("id", "must be 1-40 lower-case letters, digits, '-' or '_'")
             if vid in seen_ids:
@@ -573,8 +603,9 @@ def parse_vendors(root: Reader, problems: Problems, base: Path, proxy_host: str)
         hosts = v.str_list("hosts")
         domains = tuple(d.lower().lstrip(".") for d in v.str_list("domains"))
         start = v.str("start", required=True)
+        before = len(problems.items)
         groups = frozenset(v.str_list("groups"))
-        if not groups:
+        if not groups and len(problems.items) == before:  # one mistake, one line
             v.bad("groups", "must name at least one group (who is licensed for this vendor?)")
         if not hosts and not domains:
             v.bad("hosts", "must list at least one host (e.g. \"www.vendor.com\")")

@@ -71,8 +71,8 @@ def test_config_lists_every_problem_at_once(tmp_path: Path) -> None:
     for expected in ("[proxy] listen", "[proxy] host", "[proxy] tls_cert", "[proxy] secret", "[proxy] max_upload",
                      "[sessions] idle", "[sessions] store", "[sessions] tipo", "[assertion] header",
                      "[assertion] lifetime", "[network] trusted_proxies", "cidrs", "groups",
-                     "vendor 'Bad Id'] id", "start", "exa mple.com", "'com'", "is used by another vendor",
-                     "also listed by vendor 'dup'", "anonymous_paths", "not in this vendor's hosts"):
+                     '[[vendor]] "Bad Id" id', "start", "exa mple.com", '"com"', "is used by another vendor",
+                     'also listed by vendor "dup"', "anonymous_paths", "not in this vendor's hosts"):
         assert expected in text, expected
     assert len(info.value.problems) >= 20
 
@@ -87,3 +87,31 @@ def test_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     docker = config_mod.load(root / "config" / "docker.toml")
     assert docker.patrons.source == "ldap" and docker.sessions.store == "redis"
     assert config_mod.load(root / "config" / "ldap-example.toml").patrons.source == "ldap"
+
+
+def test_messages_name_places_one_way_and_values_as_toml(tmp_path: Path) -> None:
+    """Issue 12's polish: one line per mistake, TOML spelling, ranges, userinfo, one naming."""
+    path = tmp_path / "c.toml"
+    path.write_text("""
+[proxy]
+listen = "127.0.0.1:99999"
+secret = "file:short.txt"
+[[vendor]]
+id = "demo"
+start = "https://user:pw@www.vendor.com/"
+hosts = ["www.vendor.com", "www.other.com:99999"]
+groups = 5
+cookie_passthrough = "yes"
+""")
+    (tmp_path / "short.txt").write_text("abc")
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert "[proxy] listen: port 99999 is out of the range 1-65535" in text
+    assert "[proxy] secret: must be at least 32 characters" in text
+    assert '[[vendor]] "demo" start: "https://user:pw@www.vendor.com/" must not contain a user name' in text
+    assert '"www.other.com:99999" has port 99999, out of the range 1-65535' in text
+    assert '[[vendor]] "demo" cookie_passthrough: must be true or false, not "yes"' in text
+    assert sum("groups" in p for p in problems) == 1
+    assert "[vendor " not in text and "True" not in text and "'" not in text.replace("vendor's", "")
