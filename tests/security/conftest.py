@@ -243,6 +243,25 @@ class World:
                 await writer.wait_closed()
         return RawReply(data, closed)
 
+    async def fetch(self, target: str, *, host: str | None = None, cookie: str | None = "attacker",
+                    method: str = "GET", headers: tuple[str, ...] = (), body: bytes = b"",
+                    local_addr: str = ATTACKER_ADDRESS) -> tuple[int, dict[str, str], bytes]:
+        """One request exactly as written (no client library re-encoding the target), answered
+        on a connection the request asks to close. ``cookie``: "attacker" sends the attacker's
+        cookies for that host, None none, anything else as given."""
+        host = host or self.host
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close", *headers]
+        if cookie == "attacker":
+            cookie = self.attacker.cookie_header(host)
+        if cookie:
+            lines.append(f"Cookie: {cookie}")
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        reply = await self.raw(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body, local_addr=local_addr)
+        responses = reply.responses()
+        assert len(responses) == 1, reply.data[:500]
+        return responses[0]
+
     def request_head(self, method: str, path: str, *extra: str, host: str | None = None,
                      version: str = "HTTP/1.1", cookie: bool = True) -> bytes:
         """A request line and headers (CRLF line ends, no terminating blank line)."""
@@ -310,3 +329,65 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 @pytest.fixture
 def proxy_host() -> str:
     return PROXY_HOST
+
+
+# ----------------------------------------------------------------------------------------------
+# An oracle for where a browser goes: the parts of the WHATWG URL parser that decide the host
+# (bad-inputs.md 1b: Python's urlsplit reports "no host" for several strings browsers send
+# off-site). Special schemes only, as a base of http(s) gives.
+
+_SPECIAL = ("http", "https", "ws", "wss", "ftp", "file")
+
+
+def browser_target(reference: str, base: str) -> tuple[str, str | None]:
+    """(scheme, host) a browser on ``base`` goes to for ``reference`` (host None: not a network
+    URL, such as ``javascript:``)."""
+    ref = reference.strip("".join(chr(c) for c in range(0x21)))
+    ref = "".join(ch for ch in ref if ch not in "\t\n\r")
+    base_scheme, _, base_rest = base.partition("://")
+    base_host = base_rest.split("/", 1)[0]
+    scheme = None
+    head = ref.split(":", 1)[0]
+    if ":" in ref and head and head[0].isalpha() and all(ch.isalnum() or ch in "+-." for ch in head):
+        scheme, ref = head.lower(), ref.split(":", 1)[1]
+        if scheme not in _SPECIAL:
+            return scheme, None
+        if scheme == base_scheme and ref[:1] not in ("/", "\\"):
+            return scheme, _host_of(base_host)  # "http:page" on an http page: relative
+        if scheme != base_scheme or ref[:2].replace("\\", "/") == "//":
+            return scheme, _host_of(_authority(ref.lstrip("/\\")))
+    scheme = scheme or base_scheme
+    if ref[:2].replace("\\", "/") == "//":
+        return scheme, _host_of(_authority(ref.lstrip("/\\")))
+    return scheme, _host_of(base_host)
+
+
+def _authority(rest: str) -> str:
+    for index, ch in enumerate(rest):
+        if ch in "/\\?#":
+            return rest[:index]
+    return rest
+
+
+def _host_of(authority: str) -> str:
+    from urllib.parse import unquote
+
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    else:
+        host = host.rsplit(":", 1)[0] if ":" in host else host
+    host = unquote(host).replace("\u3002", ".").replace("\uff0e", ".").replace("\uff61", ".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return host.lower().rstrip(".")
+
+
+def in_proxy_space(location: str, base: str, proxy_host: str = PROXY_HOST) -> bool:
+    """True when a browser on ``base`` following ``location`` stays on the proxy's host names."""
+    scheme, host = browser_target(location, base)
+    if host is None or scheme not in ("http", "https"):
+        return False
+    return host == proxy_host or host.endswith("." + proxy_host)
