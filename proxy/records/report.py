@@ -13,7 +13,8 @@ Rules (the same for every output: the staff page, the ``stats`` command's table 
    smallest further day is withheld as ``*`` until none can. If no day is left to withhold, the
    month's own figure is withheld as ``*`` in monthly reports instead.
 4. **Totals are made of printed numbers.** The totals row adds up only the figures printed above
-   it, so it cannot reveal anything they do not; when some are hidden it reads ``123+`` ("at
+   it for databases (the sign-ins row, ``PROXY_VENDOR``, is not a database and is left out), so
+   it cannot reveal anything they do not; when some are hidden it reads ``123+`` ("at
    least 123"). This is deliberate: a total computed from exact values would give away a hidden
    cell by subtraction from another report over a slightly different range.
 
@@ -244,8 +245,11 @@ def build_report(daily: Sequence[RawRow], monthly: Sequence[RawRow], *, period: 
         rows.append(ReportRow(key, vendor, cells))
 
     totals: dict[str, Cell] = {}
+    # The sign-ins row counts sessions of the proxy as a whole, not of a database: adding it
+    # would count every session twice (once at sign-in, once per database opened).
+    database_rows = [row for row in rows if row.vendor != PROXY_VENDOR]
     for column in COLUMNS:
-        shown = [row.cells[column].value for row in rows]
+        shown = [row.cells[column].value for row in database_rows]
         total = sum(v for v in shown if v is not None)
         partial = any(v is None for v in shown)
         totals[column] = Cell(f"{total}+" if partial else str(total), total, partial)
