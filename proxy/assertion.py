@@ -12,10 +12,17 @@ Keys are kept in a JSON file (mode 0600) created on first start:
 Rotation (``libproxy keys rotate``) adds a key that is published at once and starts signing after
 a grace period; the replaced key stays published until every assertion it signed has expired,
 then the next rotation drops it. A running proxy re-reads the file when it changes.
+
+Several instances must publish one JWKS and sign with the same key, so with ``[assertion]
+key_store = "redis"`` (the default when sessions are in Redis) the same JSON lives in one Redis key
+instead (``libproxy:assertion-keys``), created once by whichever instance starts first (seeded from
+an existing key file, so moving to Redis keeps the keys vendors already know), rotated by ``keys
+rotate`` with an optimistic transaction, and re-read by every instance within seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -26,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 from cachetools import TTLCache
@@ -35,6 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from redis import asyncio as aioredis
 
 ENTITLEMENT = "urn:mace:dir:entitlement:common-lib-terms"
 AFFILIATION_CLAIM = "eduPersonScopedAffiliation"
@@ -94,13 +104,28 @@ def _record_to_key(record: dict[str, Any]) -> SigningKey:
                       float(record.get("activate_at", created)))
 
 
+def keys_to_json(keys: list[SigningKey]) -> str:
+    return json.dumps({"keys": [_key_to_record(k) for k in keys]}, indent=2)
+
+
+def keys_from_json(text: str, where: str) -> list[SigningKey]:
+    """The keys of a key file's text; ConfigError naming ``where`` when unusable or empty."""
+    try:
+        keys = [_record_to_key(r) for r in json.loads(text)["keys"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([f"[assertion] {where} is not a usable key set ({exc})"]) from None
+    if not keys:
+        raise ConfigError([f"[assertion] {where} holds no keys"])
+    return keys
+
+
 def write_keys(path: Path, keys: list[SigningKey]) -> None:
     """Write the key file atomically, readable by the proxy's user only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"keys": [_key_to_record(k) for k in keys]}, fh, indent=2)
+        fh.write(keys_to_json(keys))
     os.replace(tmp, path)
 
 
@@ -111,13 +136,10 @@ def load_or_create_keys(path: Path, alg: str) -> list[SigningKey]:
         write_keys(path, keys)
         return keys
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        keys = [_record_to_key(r) for r in data["keys"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
         raise ConfigError([f"[assertion] key_file: {path} is not a usable key file ({exc})"]) from None
-    if not keys:
-        raise ConfigError([f"[assertion] key_file: {path} holds no keys"])
-    return keys
+    return keys_from_json(text, f"key_file: {path}")
 
 
 def signing_key_at(keys: list[SigningKey], now: float) -> SigningKey:
@@ -147,11 +169,26 @@ def published_keys(keys: list[SigningKey], now: float, lifetime: float) -> list[
 def rotate_keys(path: Path, alg: str, grace: float, lifetime: float, now: float | None = None) -> SigningKey:
     """Add a key that starts signing after ``grace`` seconds; drop keys nobody needs any more."""
     now = time.time() if now is None else now
-    keys = load_or_create_keys(path, alg)
-    keys = published_keys(keys, now, lifetime)
-    key = new_key(alg, now, activate_at=now + grace)
-    write_keys(path, [*keys, key])
+    keys, key = rotate_key_list(load_or_create_keys(path, alg), alg, grace, lifetime, now)
+    write_keys(path, keys)
     return key
+
+
+class KeySource(Protocol):
+    """Where the minter finds the current keys (a file, or Redis shared by several instances)."""
+
+    keys: list[SigningKey]
+
+    async def refresh(self) -> bool:
+        """Re-read the keys if they changed; True when they did. A broken set keeps the old keys."""
+
+
+def rotate_key_list(keys: list[SigningKey], alg: str, grace: float, lifetime: float,
+                    now: float) -> tuple[list[SigningKey], SigningKey]:
+    """The key list after a rotation: unneeded keys dropped, a new key signing after ``grace``."""
+    kept = published_keys(keys, now, lifetime)
+    key = new_key(alg, now, activate_at=now + grace)
+    return [*kept, key], key
 
 
 class KeyRing:
@@ -179,6 +216,107 @@ class KeyRing:
         except (OSError, ConfigError):
             return False
 
+    async def refresh(self) -> bool:
+        return await asyncio.to_thread(self.reload_if_changed)
+
+
+REDIS_KEYS = "libproxy:assertion-keys"
+
+
+class RedisKeyRing:
+    """The signing keys of every instance, in one Redis key (see the module docstring).
+
+    ``await open()`` before use: it creates the key set when nobody has (``SET NX``: of two
+    instances starting at once, one wins and both read its keys), seeding it from ``seed_file``
+    when that exists.
+    """
+
+    def __init__(self, redis: aioredis.Redis, alg: str, seed_file: Path | None = None) -> None:
+        self._redis = redis
+        self.alg = alg
+        self.seed_file = seed_file
+        self.keys: list[SigningKey] = []
+        self._text = ""
+
+    async def open(self) -> None:
+        text = await self._redis.get(REDIS_KEYS)
+        if text is None:
+            seed = self.seed_file
+            if seed is not None and await asyncio.to_thread(seed.exists):
+                keys = await asyncio.to_thread(load_or_create_keys, seed, self.alg)
+            else:
+                keys = [new_key(self.alg)]
+            # SECURITY: private keys in Redis: Redis must be as private as the sessions it
+            # already holds (a password, loopback or a private network; see docs/operations.md).
+            await self._redis.set(REDIS_KEYS, keys_to_json(keys), nx=True)
+            text = await self._redis.get(REDIS_KEYS)
+        if text is None:
+            raise ConfigError(["[assertion] key_store: the keys could not be stored in Redis"])
+        self.keys = keys_from_json(_text(text), "key_store: Redis")
+        self._text = _text(text)
+
+    async def refresh(self) -> bool:
+        try:
+            raw = await self._redis.get(REDIS_KEYS)
+            if raw is None or _text(raw) == self._text:
+                return False
+            self.keys = keys_from_json(_text(raw), "key_store: Redis")
+            self._text = _text(raw)
+            return True
+        except (ConfigError, OSError, ValueError):
+            return False
+        except Exception as exc:  # redis-py's errors: the old keys stay in use
+            if type(exc).__module__.startswith("redis"):
+                return False
+            raise
+
+
+def _text(raw: str | bytes) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+
+def rotate_keys_in_redis(url: str, alg: str, grace: float, lifetime: float, seed_file: Path | None = None,
+                         now: float | None = None) -> SigningKey:
+    """``keys rotate`` for keys kept in Redis: read, rotate and write in one optimistic
+    transaction (WATCH), so two rotations at once cannot lose a key."""
+    import redis
+
+    now = time.time() if now is None else now
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        while True:
+            with client.pipeline() as pipe:
+                try:
+                    pipe.watch(REDIS_KEYS)  # type: ignore[no-untyped-call]
+                    text = pipe.get(REDIS_KEYS)
+                    if text is not None:
+                        keys = keys_from_json(str(text), "key_store: Redis")
+                    elif seed_file is not None and seed_file.exists():
+                        keys = load_or_create_keys(seed_file, alg)
+                    else:
+                        keys = [new_key(alg, now)]
+                    rotated, key = rotate_key_list(keys, alg, grace, lifetime, now)
+                    pipe.multi()
+                    pipe.set(REDIS_KEYS, keys_to_json(rotated))
+                    pipe.execute()
+                    return key
+                except redis.WatchError:
+                    continue
+    finally:
+        client.close()
+
+
+def read_keys_in_redis(url: str) -> list[SigningKey] | None:
+    """The keys kept in Redis (for ``keys list``), None when none were created yet."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        text = client.get(REDIS_KEYS)
+    finally:
+        client.close()
+    return None if text is None else keys_from_json(str(text), "key_store: Redis")
+
 
 class AssertionMinter:
     """Mints and caches shared membership assertions, one per (vendor, claim set, key).
@@ -187,10 +325,10 @@ class AssertionMinter:
     per subject in a bounded cache.
     """
 
-    def __init__(self, keys: list[SigningKey] | KeyRing, issuer: str, scope: str, lifetime: float,
+    def __init__(self, keys: list[SigningKey] | KeySource, issuer: str, scope: str, lifetime: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self._ring = keys if isinstance(keys, KeyRing) else None
-        self._keys = keys.keys if isinstance(keys, KeyRing) else keys
+        self._ring = None if isinstance(keys, list) else keys
+        self._keys = keys if isinstance(keys, list) else keys.keys
         self._issuer = issuer
         self._scope = scope
         self._lifetime = int(lifetime)

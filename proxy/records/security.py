@@ -49,7 +49,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cachetools import TTLCache
 
@@ -187,11 +187,12 @@ class _Counter:
 class _Epoch:
     __slots__ = ("counters", "index", "key")
 
-    def __init__(self, index: int, maxsize: int, ttl: float, clock: Clock) -> None:
+    def __init__(self, index: int, maxsize: int, ttl: float, clock: Clock, key: bytes | None = None) -> None:
         self.index = index
-        # SECURITY: random, in memory only, never derived from the proxy secret: once this
-        # object is dropped, hashes made with it cannot be recomputed by anyone.
-        self.key = secrets.token_bytes(32)
+        # SECURITY: random, never derived from the proxy secret: once this object is dropped (and,
+        # when instances share it, its Redis copy has expired), hashes made with it cannot be
+        # recomputed by anyone.
+        self.key = key if key is not None else secrets.token_bytes(32)
         # SECURITY: bounded; a flood of distinct cards evicts the least recently used counters
         # (a flood from one client is stopped earlier by the per-client limit).
         self.counters: TTLCache[bytes, _Counter] = TTLCache(maxsize, ttl, timer=clock)
@@ -227,6 +228,16 @@ def normalise_client(client: str) -> str:
     return str(address)
 
 
+class SharedCounters(Protocol):
+    """What several instances share (``shared_security.py``): the epoch keys, and each increment."""
+
+    def epoch_key(self, index: int) -> bytes | None:
+        """The key every instance uses for epoch ``index``, or None (then a local random key)."""
+
+    def publish(self, index: int, digest: bytes, category: str, window: float, n: int, now: float) -> None:
+        """Hand an increment to the other instances (without waiting: never blocks the caller)."""
+
+
 class SecurityMemory:
     """Failed sign-in counters and usage limits, keyed only by rotating keyed hashes.
 
@@ -243,6 +254,8 @@ class SecurityMemory:
         self._removed = 0  # counters dropped since the last purge() (for its report)
         # A global count names nobody, so it needs no hashing.
         self._global = _Counter(self.options.window, clock())
+        # Several instances: epoch keys and every increment shared (records/shared_security.py).
+        self.shared: SharedCounters | None = None
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -251,7 +264,8 @@ class SecurityMemory:
         index = int(now // self.options.rotate)
         if index not in self._epochs:
             ttl = 2 * self.options.longest_window
-            self._epochs[index] = _Epoch(index, self.options.max_entries, ttl, self._clock)
+            key = self.shared.epoch_key(index) if self.shared is not None else None
+            self._epochs[index] = _Epoch(index, self.options.max_entries, ttl, self._clock, key)
         for old in [i for i in self._epochs if i < index - 1 or i > index]:
             # SECURITY: dropping the epoch drops its key; its counters go with it.
             counters = self._epochs.pop(old).counters
@@ -267,6 +281,34 @@ class SecurityMemory:
             counter = _Counter(window, now)
         counter.add(now, n)
         epoch.counters[digest] = counter  # re-inserting renews the entry's time to live
+        if self.shared is not None:
+            self.shared.publish(epoch.index, digest, category, window, n, now)
+
+    def adopt_keys(self, keys: Mapping[int, bytes]) -> None:
+        """Use the shared keys for epochs made before they were known (at start, or while Redis
+        was away); counters filed under a replaced key are dropped with it."""
+        for index, epoch in self._epochs.items():
+            key = keys.get(index)
+            if key is not None and key != epoch.key:
+                epoch.key = key
+                epoch.counters.clear()
+
+    def apply(self, index: int, digest: bytes, category: str, window: float, n: int, at: float) -> None:
+        """Add an increment another instance counted (``shared_security.py``); never re-published.
+        ``index`` -1 is the global counter."""
+        now = self._clock()
+        if index == -1:
+            self._global.add(at, n)
+            return
+        epochs = {e.index: e for e in self._live(now)}
+        epoch = epochs.get(index)
+        if epoch is None:
+            return  # an epoch this instance has already forgotten (or not reached yet)
+        counter = epoch.counters.get(digest)
+        if counter is None:
+            counter = _Counter(window, at)
+        counter.add(at, n)
+        epoch.counters[digest] = counter
 
     def _estimate(self, category: str, subject: str, now: float) -> float:
         total = 0.0
@@ -289,6 +331,8 @@ class SecurityMemory:
         if client and self.options.client_max_failures:
             self._bump("client", normalise_client(client), window, n, now)
         self._global.add(now, n)
+        if self.shared is not None:
+            self.shared.publish(-1, b"", "global", window, n, now)
 
     def is_locked(self, card: str, client: str | None = None) -> bool:
         """True when the card from this client, the card, the client or the whole proxy is

@@ -1,0 +1,202 @@
+"""The security memory shared by several instances through Redis, under the same rotating keys.
+
+Each instance keeps its own ``SecurityMemory`` (its checks stay synchronous and cheap, and
+``SignInGuard`` is unchanged); what makes the instances agree:
+
+* **one key per epoch for all**: the first instance to need epoch N's key makes 32 random bytes
+  and stores them with ``SET NX`` (the others read the winner's), expiring when the epoch's
+  counters must be unreachable (two rotations after it began, plus a minute). Keys for the
+  current and the next epoch are fetched ahead, so a rotation never waits on Redis;
+* **every increment to every instance**: a failed sign-in counted on one instance is published
+  (epoch, keyed hash, category, window, n) and added by the others within a round trip, so a
+  card locked on one instance is locked on all of them;
+* **a restarted instance catches up**: increments are also summed per window in a Redis hash per
+  epoch (expiring with the epoch's key), read once at start.
+
+What crosses Redis is what the memory holds: keyed hashes and counts, never a card number,
+address or patron key. If Redis is unreachable each instance goes on counting on its own (and
+says so, once a minute), exactly as a single instance would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from proxy.ratelog import RateLimitedLog
+from proxy.records.security import SecurityMemory
+
+log = logging.getLogger("libproxy.records")
+
+CHANNEL = "libproxy:sec"
+_KEY = "libproxy:sec:k:"  # + epoch index: the epoch's hashing key (hex)
+_COUNTS = "libproxy:sec:c:"  # + epoch index: hash of "digest|category|window|start" -> count
+_GLOBAL = "libproxy:sec:g"  # hash of "window|start" -> count (names nobody)
+MAX_OUTBOX = 10_000  # increments waiting for Redis; beyond that the oldest are dropped
+
+
+class RedisSharedCounters:
+    def __init__(self, redis: aioredis.Redis, memory: SecurityMemory, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._memory = memory
+        self._rotate = memory.options.rotate
+        self._clock = clock
+        self._instance = secrets.token_hex(8)
+        self._keys: dict[int, bytes] = {}
+        self._outbox: list[tuple[int, bytes, str, float, int, float]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log = RateLimitedLog(log, 60.0)
+        self.ready = False  # keys fetched: the readiness check asks
+
+    # -- SharedCounters (called synchronously by SecurityMemory) ----------------------------------
+
+    def epoch_key(self, index: int) -> bytes | None:
+        key = self._keys.get(index)
+        if key is None:
+            self._log.warning("security memory: no shared key for the current epoch yet (Redis unreachable?): "
+                              "this instance counts failed sign-ins on its own until Redis answers")
+        return key
+
+    def publish(self, index: int, digest: bytes, category: str, window: float, n: int, now: float) -> None:
+        if len(self._outbox) >= MAX_OUTBOX:
+            del self._outbox[0]
+        self._outbox.append((index, digest, category, window, n, now))
+        self._wake.set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Fetch the epoch keys and the counts so far, then follow the others' increments."""
+        try:
+            await self._fetch_keys()
+            await self._load_counts()
+        except (RedisError, OSError) as exc:
+            log.error("security memory: Redis unreachable at start (%s): counting locally until it answers",
+                      type(exc).__name__)
+        self._memory.shared = self
+        self._tasks = [asyncio.create_task(self._sender(), name="libproxy-sec-send"),
+                       asyncio.create_task(self._receiver(), name="libproxy-sec-receive"),
+                       asyncio.create_task(self._key_loop(), name="libproxy-sec-keys")]
+
+    async def close(self) -> None:
+        self._memory.shared = None
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(2):
+                await self._flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _index(self) -> int:
+        return int(self._clock() // self._rotate)
+
+    async def _fetch_keys(self) -> None:
+        current = self._index()
+        for index in (current - 1, current, current + 1):
+            if index in self._keys:
+                continue
+            name = f"{_KEY}{index}"
+            # SECURITY: the key expires when the epoch's counters must be unreachable.
+            expires = int((index + 2) * self._rotate + 60)
+            if index >= current:
+                await self._redis.set(name, secrets.token_hex(32), nx=True, exat=expires)
+            raw = await self._redis.get(name)
+            if raw is not None:
+                self._keys[index] = bytes.fromhex(raw if isinstance(raw, str) else raw.decode())
+        for old in [i for i in self._keys if i < current - 1]:
+            del self._keys[old]
+        self._memory.adopt_keys(self._keys)
+        self.ready = current in self._keys
+
+    async def _key_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self._rotate / 10))
+            try:
+                await self._fetch_keys()
+            except (RedisError, OSError) as exc:
+                self._log.warning("security memory: cannot fetch the shared keys (%s)", type(exc).__name__)
+
+    # -- increments -----------------------------------------------------------------------------
+
+    async def _load_counts(self) -> None:
+        current = self._index()
+        for index in (current - 1, current):
+            fields = {_s(k): int(v) for k, v in (await self._redis.hgetall(f"{_COUNTS}{index}")).items()}
+            for field, count in sorted(fields.items(), key=lambda kv: float(kv[0].rsplit("|", 1)[1])):
+                digest, category, window, start = field.split("|")
+                self._memory.apply(index, bytes.fromhex(digest), category, float(window), int(count), float(start))
+        for raw, total in (await self._redis.hgetall(_GLOBAL)).items():
+            window, start = _s(raw).split("|")
+            self._memory.apply(-1, b"", "global", float(window), int(total), float(start))
+
+    async def _flush(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        # On failure the batch is lost to the others (counted here all the same; said once a minute).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for index, digest, category, window, n, now in batch:
+                start = now - now % window
+                pipe.publish(CHANNEL, f"{self._instance}|{index}|{digest.hex()}|{category}|{window}|{n}|{now}")
+                if index == -1:
+                    pipe.hincrby(_GLOBAL, f"{window}|{start}", n)
+                    pipe.expire(_GLOBAL, int(2 * window) + 60)
+                else:
+                    name = f"{_COUNTS}{index}"
+                    pipe.hincrby(name, f"{digest.hex()}|{category}|{window}|{start}", n)
+                    pipe.expireat(name, int((index + 2) * self._rotate + 60))
+            await pipe.execute()
+
+    async def _sender(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except (RedisError, OSError) as exc:
+                self._log.warning("security memory: cannot share counts with the other instances (%s)",
+                                  type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _receiver(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._receive(message["data"])
+            except (RedisError, OSError) as exc:
+                self._log.warning("security memory: not receiving the other instances' counts (%s)",
+                                  type(exc).__name__)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _receive(self, data: str | bytes) -> None:
+        text = _s(data)
+        try:
+            origin, index, digest, category, window, n, at = text.split("|")
+            if origin == self._instance:
+                return
+            self._memory.apply(int(index), bytes.fromhex(digest), category, float(window), int(n), float(at))
+        except ValueError:
+            return  # not one of ours: ignored
+
+
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
