@@ -27,6 +27,7 @@ from aiohttp import web
 from proxy import context, gate
 from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config
+from proxy.config import operator_addresses
 from proxy.config import warnings as config_warnings
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
@@ -39,6 +40,7 @@ from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
 from proxy.records.needhosts import NeededHosts
 from proxy.records.observer import UsageObserver
+from proxy.records.scrub import allow_addresses
 from proxy.records.service import Records
 from proxy.rewrite import rewriting_loop
 from proxy.sessions import Session, make_store
@@ -243,6 +245,7 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application; its parts open and close with the app."""
+    allow_addresses(operator_addresses(config))
     app = web.Application(
         middlewares=[proxy_middleware],
         # The largest body any handler reads whole: a vendor form post (Forwarder reads small

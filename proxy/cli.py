@@ -81,6 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     _setup_logging(cfg.logging.level if args.log_level is None else args.log_level, cfg.logging.format)
     _require_c_parser()
+    from proxy.records.scrub import allow_addresses
+
+    allow_addresses(config_mod.operator_addresses(cfg))
     logging.getLogger("libproxy").info("listening on %s:%d for %s", cfg.proxy.listen_host,
                                        cfg.proxy.listen_port, cfg.proxy.public_origin)
     _run(create_app(cfg), cfg)
@@ -301,7 +304,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return 1
-    return stats_from_args(cfg.records, args, titles={v.id: v.title for v in cfg.vendors})
+    titles = {v.id: v.title for v in cfg.vendors}
+    unknown = [v for v in args.vendors if v not in titles]
+    if unknown:
+        print(f"There is no vendor {', '.join(repr(v) for v in unknown)} in {args.config} "
+              f"(vendors: {', '.join(sorted(titles)) or 'none'}).", file=sys.stderr)
+        return 1
+    return stats_from_args(cfg.records, args, titles=titles)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -423,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--pin-stdin", action="store_true",
                      help="read the PIN from standard input (for scripts); otherwise it is asked for twice")
     add.set_defaults(func=cmd_patrons_add)
+    from proxy.staff.command import add_staff_parser
+
+    add_staff_parser(sub)
     return parser
 
 

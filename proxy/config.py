@@ -378,6 +378,24 @@ def _loopback_name(host: str) -> bool:
         return False
 
 
+_ADDRESS_LIKE = re.compile(r"\[?([0-9a-fA-F:]*:[0-9a-fA-F:.]+|\d{1,3}(?:\.\d{1,3}){3})\]?")
+
+
+def operator_addresses(config: Config) -> set[str]:
+    """IP literals the configuration itself names (listen addresses, directory and session
+    servers): logs may show them (see records/scrub.py); no patron's address is among them."""
+    texts = [config.proxy.listen_host, config.admin.listen or "", config.sessions.redis_url or "",
+             repr(config.patrons.options)]
+    found = set()
+    for text in texts:
+        for match in _ADDRESS_LIKE.finditer(text):
+            try:
+                found.add(str(ipaddress.ip_address(match.group(1))))
+            except ValueError:
+                continue
+    return found
+
+
 def warnings(config: Config) -> list[str]:
     """Things that are allowed but unwise, said at start and by ``check-config``."""
     found = []

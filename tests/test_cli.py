@@ -111,3 +111,12 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
                                 check=False)
     assert result.returncode == 1
     assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stats_names_an_unknown_vendor(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(f'[patrons]\nfile = "{tmp_path / "p.toml"}"\n[proxy]\nstate_dir = "{tmp_path / "state"}"\n'
+                    '[[vendor]]\nid = "demo"\nstart = "https://www.vendor.com/"\nhosts = ["www.vendor.com"]\n'
+                    'groups = ["wolcott"]\n')
+    result = _cli("stats", "--config", str(good), "--vendor", "nosuch")
+    assert result.returncode == 1 and "no vendor 'nosuch'" in result.stderr and "demo" in result.stderr

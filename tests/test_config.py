@@ -115,3 +115,29 @@ cookie_passthrough = "yes"
     assert '[[vendor]] "demo" cookie_passthrough: must be true or false, not "yes"' in text
     assert sum("groups" in p for p in problems) == 1
     assert "[vendor " not in text and "True" not in text and "'" not in text.replace("vendor's", "")
+
+
+def test_example_toml_shows_every_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: config/example.toml must show every option the proxy reads (patron sources other
+    than the local file have their own example files)."""
+    from proxy.settings import Reader
+
+    asked: set[tuple[str, str]] = set()
+    original = Reader.raw
+
+    def recording(self: Reader, key: str, default: object) -> object:
+        asked.add((self.where, key))
+        return original(self, key, default)
+
+    monkeypatch.setattr(Reader, "raw", recording)
+    root = Path(__file__).resolve().parents[1]
+    config_mod.load(root / "config" / "example.toml")
+    text = (root / "config" / "example.toml").read_text()
+    import re
+
+    def shown(key: str) -> bool:
+        return bool(re.search(rf"(?m)^\s*#?\s*{re.escape(key)}\s*=", text)
+                    or re.search(rf"\[\[?(?:[\w.]+\.)?{re.escape(key)}\]", text))
+
+    missing = sorted(f"{where} {key}" for where, key in asked if not where.startswith("patrons") and not shown(key))
+    assert missing == []

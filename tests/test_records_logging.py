@@ -252,3 +252,19 @@ def test_parse_options(tmp_path: Path) -> None:
 def test_setup_rejects_unknown_format(restore_logging: None) -> None:
     with pytest.raises(ValueError):
         setup_logging("INFO", "xml", io.StringIO())
+
+
+def test_the_operators_own_addresses_stay_readable() -> None:
+    """Issue 12: "listening on [ip]:20010" and "ldap://[ip]:20430" told the operator nothing."""
+    from proxy.records.scrub import allow_addresses, scrub
+
+    try:
+        allow_addresses(["127.0.0.1", "[::1]", "not-an-address"])
+        assert scrub("listening on 127.0.0.1:20010") == "listening on 127.0.0.1:20010"
+        assert scrub("ldap://127.0.0.1:20430 unreachable") == "ldap://127.0.0.1:20430 unreachable"
+        assert scrub("bound ::1 port 9") == "bound ::1 port 9"
+        # Any other address is still removed, and a card number still goes.
+        assert scrub("client 203.0.113.9 card 21234009876543") == "client [ip] card [number]"
+    finally:
+        allow_addresses([])
+    assert scrub("listening on 127.0.0.1:20010") == "listening on [ip]:20010"

@@ -64,13 +64,35 @@ def _url(match: re.Match[str]) -> str:
     return f"{scheme}://{host}"
 
 
+# Addresses of the operator's own configuration (the proxy's listen address, its directory and
+# session servers): configuration, not patron data, and what an administrator needs to read in
+# "listening on ..." or "ldap://... unreachable". Set once at start by ``allow_addresses``.
+_CONFIGURED: frozenset[str] = frozenset()
+
+
+def allow_addresses(addresses: Iterable[str]) -> None:
+    """Keep these IP literals (the configuration's own) in log lines; every other is removed."""
+    global _CONFIGURED
+    kept = set()
+    for text in addresses:
+        try:
+            kept.add(str(ipaddress.ip_address(text.strip("[]"))))
+        except ValueError:
+            continue
+    _CONFIGURED = frozenset(kept)
+
+
 def _ipv6(match: re.Match[str]) -> str:
     candidate = match.group(0)
     try:
-        ipaddress.IPv6Address(candidate.split("%", 1)[0])
+        address = ipaddress.IPv6Address(candidate.split("%", 1)[0])
     except ValueError:
         return candidate  # a clock time ("09:44:17") or similar: not an address
-    return "[ip]"
+    return candidate if str(address) in _CONFIGURED else "[ip]"
+
+
+def _ipv4(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(0) in _CONFIGURED else "[ip]"
 
 
 def _digits(match: re.Match[str]) -> str:
@@ -104,7 +126,7 @@ _RULES: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     ),
     (re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})"
                 r"(?:%[\w.-]+)?(?![\w:]|\.\d)"), _ipv6),
-    (re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), "[ip]"),
+    (re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), _ipv4),
     (re.compile(r"\b(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT)\s+[^\s\"']+"), r"\1 [path]"),
     (re.compile(r"(?<![\w/.\]:)-])/(?=[^\s/])[^\s\"'<>]*"), "[path]"),
     (re.compile(r"\?(?=[^\s?\"'<>]*=)[^\s\"'<>]*"), "?[query]"),
