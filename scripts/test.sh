@@ -11,6 +11,7 @@ command -v ldapwhoami >/dev/null 2>&1 || need_pkgs+=(ldap-utils)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing system packages: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import TextIO
 
 from proxy.records.options import RecordsOptions
+from proxy.records.pgstats import errors as pg_errors
 from proxy.records.report import Period, Report, build_report, render_table, write_csv
 from proxy.records.retention import purge_now
-from proxy.records.stats import StatsDB, day_of
+from proxy.records.stats import day_of, open_stats_db
 
 Clock = Callable[[], float]
+
+_DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *pg_errors())
 
 
 def _iso_date(text: str) -> date:
@@ -81,7 +84,7 @@ def run_stats_command(options: RecordsOptions, *, period: Period = "month", sinc
         return 2
     try:
         report = _read_report(options, first, last, period, vendors)
-    except sqlite3.Error as exc:
+    except _DB_ERRORS as exc:
         print(f"Cannot read the statistics file {options.database}: {exc}", file=sys.stderr)
         return 1
     _emit(report, csv_path, totals, titles, out)
@@ -91,7 +94,7 @@ def run_stats_command(options: RecordsOptions, *, period: Period = "month", sinc
 def _read_report(options: RecordsOptions, first: date, last: date, period: Period,
                  vendors: Sequence[str]) -> Report:
     try:
-        db = StatsDB(options.database, create=False)
+        db = open_stats_db(options.database, options.database_url, create=False)
     except FileNotFoundError:
         return build_report([], [], period=period, first=first, last=last, threshold=options.threshold)
     try:
@@ -126,7 +129,7 @@ def run_purge_command(options: RecordsOptions, *, out: TextIO | None = None, clo
     out = out if out is not None else sys.stdout
     try:
         removed = purge_now(options, clock=clock)
-    except sqlite3.Error as exc:
+    except _DB_ERRORS as exc:
         print(f"Cannot purge the statistics file {options.database}: {exc}", file=sys.stderr)
         return 1
     out.write(

@@ -4,6 +4,7 @@
 
     [records]
     database = "var/stats.sqlite3"   # default: <state_dir>/stats.sqlite3
+    database_url = "env:LIBPROXY_STATS_URL"  # PostgreSQL for several instances (pgstats.py)
     threshold = 5                    # counts 1..4 print as "<5" in every report
     detail_retention = "90d"         # per-day rows
     monthly_retention = "1100d"      # per-month rows (three years of annual reports)
@@ -51,6 +52,9 @@ class RecordsOptions:
 
     database: Path
     threshold: int = 5
+    # PostgreSQL instead of the file, for several instances ("env:NAME" or "file:PATH" holding
+    # a postgresql:// URL); None: the SQLite file.
+    database_url: str | None = None
     detail_retention: float = 90 * DAY
     monthly_retention: float = 1100 * DAY
     flush_interval: float = 60.0
@@ -83,8 +87,17 @@ def parse_options(reader: Reader, *, state_dir: Path) -> RecordsOptions:
         except (ZoneInfoNotFoundError, ValueError):
             reader.bad("timezone", f"is not a known time zone name (like \"America/New_York\"): {timezone!r}")
             timezone = ""
+    database_url = reader.secret("database_url")
+    if database_url is not None:
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            reader.bad("database_url", "must hold a postgresql:// URL")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            reader.bad("database_url", 'needs the psycopg package: pip install "libproxy[postgres]"')
     options = RecordsOptions(
         database=database,
+        database_url=database_url,
         threshold=reader.int("threshold", 5, minimum=MIN_THRESHOLD, maximum=100),
         detail_retention=reader.duration("detail_retention", "90d"),
         monthly_retention=reader.duration("monthly_retention", "1100d"),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from proxy.records.options import RecordsOptions
-from proxy.records.stats import StatsDB, cutoffs
+from proxy.records.stats import cutoffs, open_stats_db
 
 log = logging.getLogger("libproxy.records")
 
@@ -88,7 +88,7 @@ def purge_now(options: RecordsOptions, *, clock: Clock = time.time) -> dict[str,
     A missing file is not an error: there is nothing to purge.
     """
     try:
-        db = StatsDB(options.database, create=False)
+        db = open_stats_db(options.database, options.database_url, create=False)
     except FileNotFoundError:
         return {"statistics": 0}
     try:

@@ -27,7 +27,7 @@ class Records:
     def __init__(self, options: RecordsOptions, *, clock: Callable[[], float] = time.time) -> None:
         self.options = options
         self.stats = UsageStats(options.database, flush_interval=options.flush_interval, clock=clock,
-                                tz=options.tz)
+                                tz=options.tz, database_url=options.database_url)
         self.security = SecurityMemory(clock, options.security)
         self.guard = SignInGuard(self.security)
         self.retention = Retention(interval=options.purge_interval, clock=clock)

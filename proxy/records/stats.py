@@ -41,6 +41,7 @@ from proxy.counters import classify as classify
 from proxy.counters import compile_pattern as compile_pattern
 from proxy.counters import compile_patterns as compile_patterns
 from proxy.counters import parse_counter_patterns as parse_counter_patterns
+from proxy.records.pgstats import PostgresStatsDB
 from proxy.records.report import PROXY_VENDOR as PROXY_VENDOR  # re-exported: callers count sign-ins with it
 from proxy.records.report import Period, RawRow, Report, build_report
 
@@ -192,6 +193,13 @@ class StatsDB:
         self._conn.close()
 
 
+def open_stats_db(path: Path, url: str | None, *, create: bool = True) -> StatsDB | PostgresStatsDB:
+    """The statistics store: PostgreSQL when a URL is configured, else the SQLite file."""
+    if url:
+        return PostgresStatsDB(url, create=create)
+    return StatsDB(path, create=create)
+
+
 # ----------------------------------------------------------------------------------------------
 # The accumulator (event loop) and its worker thread
 
@@ -206,8 +214,9 @@ class UsageStats:
     """
 
     def __init__(self, database: Path, *, flush_interval: float = 60.0, clock: Clock = time.time,
-                 tz: tzinfo | None = None) -> None:
+                 tz: tzinfo | None = None, database_url: str | None = None) -> None:
         self.database = database
+        self.database_url = database_url
         self.flush_interval = flush_interval
         self.tz = tz
         self._clock = clock
@@ -217,7 +226,7 @@ class UsageStats:
         self._day_from = 0.0
         self._day_until = 0.0
         self._executor: ThreadPoolExecutor | None = None
-        self._db: StatsDB | None = None
+        self._db: StatsDB | PostgresStatsDB | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._closed = False
@@ -283,9 +292,9 @@ class UsageStats:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await self._submit(fn)
 
-    async def _open(self) -> StatsDB:
+    async def _open(self) -> StatsDB | PostgresStatsDB:
         if self._db is None:
-            self._db = await self._run(lambda: StatsDB(self.database))
+            self._db = await self._run(lambda: open_stats_db(self.database, self.database_url))
         return self._db
 
     async def start(self) -> None:
