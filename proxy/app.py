@@ -26,8 +26,7 @@ from aiohttp import web
 
 from proxy import context, gate
 from proxy.assertion import AssertionMinter, KeyRing
-from proxy.config import Config
-from proxy.config import operator_addresses
+from proxy.config import Config, operator_addresses
 from proxy.config import warnings as config_warnings
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
@@ -45,7 +44,7 @@ from proxy.records.service import Records
 from proxy.rewrite import rewriting_loop
 from proxy.sessions import Session, make_store
 from proxy.shared import SHARED, open_shared
-from proxy.vendors import Origin, VendorMap
+from proxy.vendors import Origin, Vendor, VendorMap, parse_absolute_url
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
 from proxy.web.pages import Pages, redirect, sign_in_link
@@ -141,8 +140,10 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     library = _note_client(request, app[context.CLIENTS])
     session = await _load_session(request, app, library)
     path = request.raw_path.split("?", 1)[0]
-    facts = gate.Facts(host=kind, method=request.method, path=path, vendor=target[1].vendor if target else None,
-                       session=gate.Patron.of(session.membership if session else None), library=library)
+    vendor = target[1].vendor if target else None
+    facts = gate.Facts(host=kind, method=request.method, path=path, vendor=vendor,
+                       session=gate.Patron.of(session.membership if session else None), library=library,
+                       subresource=session is None and vendor is not None and _subresource(request, routes, vendor))
     decision = gate.decide(facts)
     action = decision.action
     if action is gate.Action.OWN_PAGE:
@@ -150,6 +151,21 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     if action is gate.Action.FORWARD and target is not None:
         return await _forward(request, routes, target, session, decision, library)
     return await _act(request, decision, target)
+
+
+_SUBRESOURCE_DESTS = frozenset({"font", "script", "style", "image", "empty"})
+
+
+def _subresource(request: web.Request, routes: Routes, vendor: Vendor) -> bool:
+    """True for a cross-origin subresource fetch in CORS mode by a page of this same vendor (a
+    browser sends those without cookies, so they arrive without a session)."""
+    headers = request.headers
+    if headers.get("Sec-Fetch-Mode") != "cors" or headers.get("Sec-Fetch-Dest", "") not in _SUBRESOURCE_DESTS:
+        return False
+    origin = headers.get("Origin")
+    mapped = routes.header_map.origin_to_vendor(origin) if origin else None
+    parsed = parse_absolute_url(mapped) if mapped else None
+    return parsed is not None and routes.vendors.match(parsed.origin) is vendor
 
 
 def _plain_chunked(request: web.Request) -> bool:
@@ -203,7 +219,7 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
     client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
     return await app[context.FORWARDER].forward(
         request, routes, origin, route, session, member=decision.member, in_library=bool(library),
-        client_key=client_key, on_response=on_response,
+        client_key=client_key, on_response=on_response, static_only=decision.static_only,
     )
 
 

@@ -22,7 +22,13 @@ table of cases:
   other method gets "please sign in" (a form post cannot survive the detour);
 * a session not licensed for the vendor gets "not included with your card";
 * a starting-point link, from the library network, to a vendor with ``on_site = "direct"``
-  sends the browser straight to the vendor, which knows the library's address (ExcludeIP).
+  sends the browser straight to the vendor, which knows the library's address (ExcludeIP);
+* a request without a session that the browser marks as a cross-origin subresource fetch of a
+  page of the *same* vendor (a web font, a ``crossorigin`` script or stylesheet, an image or a
+  fetch in CORS mode, which browsers send without cookies) is forwarded without the membership
+  assertion, and only a static asset (font, stylesheet, script, image) is relayed: anything
+  else gets a 401 the page's script can read. A client forging those headers gets nothing a
+  library licenses beyond the static files of the vendor's pages.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class Facts:
     vendor: Vendor | None  # set when host is VENDOR
     session: Patron | None
     library: frozenset[str]  # groups granted by the library network the client is on
+    # A credentialless CORS subresource fetch by a page of this same vendor (Sec-Fetch-Mode:
+    # cors, Sec-Fetch-Dest font/script/style/image/empty, Origin a proxied host of the vendor).
+    subresource: bool = False
 
 
 class Action(enum.Enum):
@@ -85,6 +94,8 @@ class Decision:
     member: bool = False
     # FORWARD: the groups of a new in-library session to create first, if any.
     new_network_session: frozenset[str] | None = None
+    # FORWARD: relay only static assets (fonts, styles, scripts, images); anything else is a 401.
+    static_only: bool = False
 
 
 OWN_PAGE = Decision(Action.OWN_PAGE)
@@ -96,6 +107,7 @@ SIGNED_OUT = Decision(Action.SIGNED_OUT)
 NOT_LICENSED = Decision(Action.NOT_LICENSED)
 AS_MEMBER = Decision(Action.FORWARD, member=True)
 ANONYMOUS = Decision(Action.FORWARD, member=False)
+STATIC_ASSET = Decision(Action.FORWARD, member=False, static_only=True)
 
 
 def session_usable(session: Patron, library: frozenset[str]) -> bool:
@@ -120,6 +132,8 @@ def decide(facts: Facts) -> Decision:
         return ANONYMOUS
     if session is None and vendor.licensed_for(facts.library):
         return Decision(Action.FORWARD, member=True, new_network_session=facts.library)
+    if session is None and facts.subresource and facts.method in ("GET", "HEAD"):
+        return STATIC_ASSET
     if session is None:
         return SIGN_IN if facts.method in ("GET", "HEAD") else SIGNED_OUT
     return NOT_LICENSED

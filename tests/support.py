@@ -134,6 +134,12 @@ def echo_vendor_app(vendor: EchoVendor) -> web.Application:
                 await ws.send_bytes(message.data[::-1])
         return ws
 
+    async def static(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        types = {"woff2": "font/woff2", "css": "text/css", "js": "text/javascript", "png": "image/png"}
+        kind = request.match_info["name"].rpartition(".")[2]
+        return web.Response(body=b"static:" + kind.encode(), content_type=types.get(kind, "application/pdf"))
+
     async def page(request: web.Request) -> web.StreamResponse:
         await record(request)
         return web.Response(text="<html><body>vendor page</body></html>", content_type="text/html")
@@ -146,6 +152,7 @@ def echo_vendor_app(vendor: EchoVendor) -> web.Application:
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/slow", slow)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/static/{name}", static)
     app.router.add_route("*", "/{tail:.*}", page)
     return app
 

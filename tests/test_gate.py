@@ -6,6 +6,8 @@ The end-to-end suites check that the middleware acts on these decisions.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from proxy import gate
@@ -19,6 +21,7 @@ from proxy.gate import (
     OWN_PAGE,
     SIGN_IN,
     SIGNED_OUT,
+    STATIC_ASSET,
     Decision,
     Facts,
     HostKind,
@@ -113,6 +116,15 @@ CASES: list[tuple[str, Facts, Decision]] = [
     ("in the library, in-library session", facts(GALE, IN_LIBRARY, library=WOLCOTT_NET), AS_MEMBER),
     ("network that does not grant the vendor", facts(DERBY_ONLY, library=WOLCOTT_NET), SIGN_IN),
     ("anonymous path in the library", facts(HELP, path="/help/x", library=WOLCOTT_NET), ANONYMOUS),
+    # Credentialless subresources of the same vendor's pages (fonts, crossorigin scripts).
+    ("credentialless subresource, no session", replace(facts(GALE), subresource=True), STATIC_ASSET),
+    ("credentialless subresource, HEAD", replace(facts(GALE, method="HEAD"), subresource=True), STATIC_ASSET),
+    ("credentialless subresource cannot POST", replace(facts(GALE, method="POST"), subresource=True), SIGNED_OUT),
+    ("subresource with a licensed session is a member", replace(facts(GALE, MEMBER), subresource=True),
+     AS_MEMBER),
+    ("subresource with an unlicensed session", replace(facts(GALE, DERBY), subresource=True), NOT_LICENSED),
+    ("subresource in the library: in-library session", replace(facts(GALE, library=WOLCOTT_NET),
+                                                                subresource=True), NETWORK_FORWARD),
 ]
 
 

@@ -101,6 +101,32 @@ class _Capped:
             yield chunk
 
 
+STATIC_TYPES = frozenset({
+    "text/css", "text/javascript", "application/javascript", "application/x-javascript",
+    "application/ecmascript", "text/ecmascript", "application/font-woff", "application/font-woff2",
+    "application/x-font-woff", "application/x-font-ttf", "application/x-font-otf", "application/font-sfnt",
+    "application/vnd.ms-fontobject",
+})
+
+
+def _static_asset(upstream: aiohttp.ClientResponse) -> bool:
+    """A successful answer with a font, stylesheet, script or image."""
+    if upstream.status not in (200, 203, 204, 206, 304):
+        return False
+    mtype = upstream.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return mtype in STATIC_TYPES or mtype.startswith(("font/", "image/"))
+
+
+def _sign_in_needed(request: web.Request) -> web.Response:
+    """A 401 the page's script can read (CORS), for a credentialless request the proxy will not
+    answer with the vendor's content."""
+    headers = {"Cache-Control": "no-store", "Vary": "Origin", "X-Libproxy-Reason": "sign-in-needed"}
+    origin = request.headers.get("Origin")
+    if origin:
+        headers["Access-Control-Allow-Origin"] = origin
+    return web.Response(status=401, text="Sign in through the library to use this.\n", headers=headers)
+
+
 def _is_small_form(request: web.Request, length: int | None) -> bool:
     return (length is not None and length <= MAX_FORM
             and request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() == FORM_TYPE)
@@ -135,13 +161,14 @@ class Forwarder:
 
     async def forward(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
                       session: Session | None, *, member: bool, in_library: bool, client_key: str,
-                      on_response: OnResponse = None) -> web.StreamResponse:
+                      on_response: OnResponse = None, static_only: bool = False) -> web.StreamResponse:
         """Forward this request to ``origin`` and relay the answer.
 
         ``member`` says whether the membership assertion goes along (False for anonymous paths
         reached without a licensed session); ``client_key`` names the client for fair sharing
         of connections (its session, or its address when anonymous); ``on_response`` may add
-        headers (a new session cookie) to whatever response is sent, before it is sent.
+        headers (a new session cookie) to whatever response is sent, before it is sent;
+        ``static_only`` relays only static assets (see gate.py), anything else gets a CORS 401.
         """
         async with self.per_client.hold(client_key) as client_ok:
             if not client_ok:
@@ -153,7 +180,8 @@ class Forwarder:
                                 self.per_host.limit, route.vendor.id, self.per_host.wait)
                     return self._busy("busy")
                 return await self._forward(request, routes, origin, route, session, member=member,
-                                           in_library=in_library, on_response=on_response)
+                                           in_library=in_library, on_response=on_response,
+                                           static_only=static_only)
 
     def _busy(self, reason: str) -> web.Response:
         page = self.answers.message(reason)
@@ -162,7 +190,7 @@ class Forwarder:
 
     async def _forward(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
                        session: Session | None, *, member: bool, in_library: bool,
-                       on_response: OnResponse) -> web.StreamResponse:
+                       on_response: OnResponse, static_only: bool) -> web.StreamResponse:
         vendor = route.vendor
         raw_path = self._vendor_path(request.raw_path, routes)
         exchange = Exchange(
@@ -210,6 +238,10 @@ class Forwarder:
             raise VendorUnreachable(vendor.id) from None
 
         async with upstream:
+            if static_only and not _static_asset(upstream):
+                # SECURITY: a credentialless request gets the vendor's static files only: a
+                # client forging the browser's subresource headers gets no licensed content.
+                return _sign_in_needed(request)
             response, exchange.received = await relay(
                 request, routes, route, origin, upstream, self.answers, self.max_body,
                 self._keep_cookies(session, vendor.id), on_response,
