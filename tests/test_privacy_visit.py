@@ -21,6 +21,7 @@ from proxy.patrons.hashing import hash_pin
 from proxy.patrons.local import add_patron
 from proxy.records.logsetup import setup_logging
 from proxy.records.stats import day_of
+from tests.staff_support import DIRECTOR_NAME, DIRECTOR_PASSWORD, StaffClient, write_staff
 from tests.support import PROXY_HOST, Browser, EchoVendor, base_config, free_port, run_proxy
 
 MARK_CARD = "29123456789012"
@@ -104,6 +105,7 @@ async def test_statistics_from_a_scripted_mix(tmp_path: Path, echo: EchoVendor) 
                          upstream={"hosts": {"vendor.test": "127.0.0.1"}},
                          admin={"listen": f"127.0.0.1:{admin_port}"},
                          network={"library": [{"name": "main", "cidrs": ["127.0.0.2/32"], "groups": ["wolcott"]}]})
+    write_staff(config.proxy.state_dir)
     origin = f"http://vendor.test:{echo.port}"
     async with run_proxy(config) as running:
         host = running.proxied_host(origin)
@@ -133,17 +135,17 @@ async def test_statistics_from_a_scripted_mix(tmp_path: Path, echo: EchoVendor) 
         assert rows["_proxy"]["sessions_remote"].text == "6"  # sign-ins
         assert "small" not in rows
 
-        async with aiohttp.ClientSession() as http:
-            base = f"http://127.0.0.1:{admin_port}"
-            async with http.get(f"{base}/stats?by=day") as page:
-                text = await page.text()
-                assert page.status == 200 and "Echo" in text and "&lt;5" in text and "<svg" in text
-            async with http.get(f"{base}/stats.csv?by=day") as csv_reply:
-                csv_text = await csv_reply.text()
-                assert csv_text.splitlines()[0].startswith("period,vendor,sessions_remote")
-                assert ",<5," in csv_text and ",2," not in csv_text
-            async with http.get(f"{base}/stats", headers={"X-Forwarded-For": "127.0.0.1"}) as ok:
-                assert ok.status == 200
+        # The statistics are the director's pages of the staff console (signed in).
+        director = StaffClient(admin_port)
+        assert (await director.sign_in(DIRECTOR_NAME, DIRECTOR_PASSWORD))[0] == 200
+        status, text = await director.get("/stats?by=day")
+        assert status == 200 and "Echo" in text and "&lt;5" in text and "<svg" in text
+        _, csv_text = await director.get("/stats.csv?by=day")
+        assert csv_text.splitlines()[0].startswith("period,vendor,sessions_remote")
+        assert ",<5," in csv_text and ",2," not in csv_text
+        status, _ = await director.get("/stats", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert status == 200
+        await director.close()
         # The staff pages are not on the public listener or on proxied hosts...
         b = Browser(running)
         assert (await b.get(f"http://{PROXY_HOST}/stats")).status == 404

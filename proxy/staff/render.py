@@ -40,8 +40,9 @@ class StaffPages:
         self._globals = {"library_name": library_name}
 
     def render(self, template: str, status: int = 200, **context: Any) -> web.Response:
-        context.setdefault("staff", None)
-        context.setdefault("csrf", "")
+        staff = context.setdefault("staff", None)
+        # The sign-out form in the header needs the session's token on every page.
+        context.setdefault("csrf", getattr(staff, "csrf", ""))
         body = self._env.get_template(template).render(**self._globals, **context)
         response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
         secure(response)
