@@ -213,6 +213,12 @@ def test_encoders_stream_and_flush(name):
     assert decode(name, whole) == PAYLOAD
 
 
+@pytest.mark.parametrize("level", [0, 1, 3, 4, 6, 9])
+def test_gzip_at_every_level(level):
+    encoder = make_encoder("gzip", gzip_level=level)
+    assert decode("gzip", encoder.compress(PAYLOAD) + encoder.finish()) == PAYLOAD
+
+
 def test_unknown_encoder():
     with pytest.raises(ValueError):
         make_encoder("compress")

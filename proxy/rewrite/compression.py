@@ -521,7 +521,11 @@ class GzipEncoder:
     name = "gzip"
 
     def __init__(self, level: int = 1) -> None:
-        self._obj = _deflate.compressobj(level, _deflate.DEFLATED, 16 + _deflate.MAX_WBITS)
+        # ISA-L has levels 0-3 only; a higher one is zlib's.
+        if level <= 3:
+            self._obj = _deflate.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        else:
+            self._obj = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
     def compress(self, data: bytes) -> bytes:
         return self._obj.compress(data)
