@@ -43,7 +43,7 @@ from typing import TypeVar
 
 from proxy.errors import ConfigError, DirectoryUnavailable
 from proxy.membership import Membership
-from proxy.patrons import sip2_codec as codec
+import proxy.patrons.sip2_codec as codec
 from proxy.patrons.base import CardRefused, acceptable_credentials
 from proxy.patrons.common import (
     Failover,
