@@ -253,7 +253,7 @@ def main() -> None:
             for page_chunks in gz_pages:
                 decoder = make_decoder("gzip")
                 rewriter = BodyRewriter(matcher)
-                encoder = make_encoder(encoding, gzip_level=level, br_quality=level)
+                encoder = make_encoder(encoding, gzip_level=level, br_quality=level, zstd_level=level)
                 for c in page_chunks:
                     encoder.compress(rewriter.feed(decoder.decompress(c)))
                 decoder.flush()
@@ -272,8 +272,9 @@ def main() -> None:
         "compressed pass-through (copy)": passthrough,
         "gunzip only": decode_only,
         "gunzip + rewrite, sent uncompressed": full_path("identity", 0),
-        "gunzip + rewrite + br-1 (default)": full_path("br", 1),
-        "gunzip + rewrite + gzip-1 (default)": full_path("gzip", 1),
+        "gunzip + rewrite + zstd-1 (default, first)": full_path("zstd", 1),
+        "gunzip + rewrite + br-1 (default, next)": full_path("br", 1),
+        "gunzip + rewrite + gzip-1 (default, last)": full_path("gzip", 1),
         "gunzip + rewrite + br-4": full_path("br", 4),
         "gunzip + rewrite + gzip-6": full_path("gzip", 6),
     }
