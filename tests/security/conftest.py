@@ -160,7 +160,9 @@ class RawReply:
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            if "content-length" in headers:
+            if 100 <= status < 200:
+                body, data = b"", rest  # an interim answer has no body
+            elif "content-length" in headers:
                 size = int(headers["content-length"])
                 body, data = rest[:size], rest[size:]
             elif headers.get("transfer-encoding", "").lower() == "chunked":
