@@ -36,7 +36,8 @@ FORGED_ASSERTIONS = [
     ("duplicate_cve_2025_64484", [f"{ASSERTION}: a", f"{ASSERTION}: b"]),
     ("connection_token_cve_2024_45410", [f"Connection: close, {ASSERTION}"]),
     ("connection_token_lower_cve_2026_29054", [f"connection: keep-alive, {ASSERTION.lower()}"]),
-    ("connection_forwarded_cve_2022_31813", ["Connection: X-Forwarded-For, Via, Forwarded", "X-Forwarded-For: 1.2.3.4"]),
+    ("connection_forwarded_cve_2022_31813",
+     ["Connection: X-Forwarded-For, Via, Forwarded", "X-Forwarded-For: 1.2.3.4"]),
     ("connection_host_nathan_davison", ["Connection: Host, Cookie"]),
 ]
 
@@ -73,7 +74,8 @@ IDENTIFYING = {
     "Sec-CH-UA": '"Chromium";v="131"', "Sec-CH-UA-Platform": '"Windows"', "Sec-CH-UA-Model": '"Pixel 9"',
     "Sec-CH-UA-Full-Version-List": '"Chromium";v="131.0.6778.86"', "Sec-CH-Device-Memory": "8",
     "Device-Memory": "8", "Viewport-Width": "1280", "DPR": "2", "Downlink": "10", "ECT": "4g", "RTT": "50",
-    "Save-Data": "on", "DNT": "1", "Sec-GPC": "1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "Save-Data": "on", "DNT": "1", "Sec-GPC": "1",
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "tracestate": "patron=1", "X-Request-ID": "patron-request-1", "X-Amzn-Trace-Id": "Root=1-patron",
     "Referer": "http://www-other-example.proxy.localhost/search?q=HIV+treatment&user=jsmith",
     "Origin": "http://www-other-example.proxy.localhost",
@@ -138,7 +140,8 @@ async def test_headers_8a_referer_and_origin_only_the_same_vendor_without_query_
     for referer, expected in ((same, f"{world.echo.origin}/echo/search?q=owls"),
                               (f"http://{PROXY_HOST}/databases?card=1000", None),
                               ("https://evil.example/?q=secret", None)):
-        await world.fetch("/echo/attack/referer", headers=(f"Referer: {referer}", f"Origin: {referer.rsplit('/', 2)[0]}"))
+        origin_header = f"Origin: {referer.rsplit('/', 2)[0]}"
+        await world.fetch("/echo/attack/referer", headers=(f"Referer: {referer}", origin_header))
         got = world.since(mark)[-1]
         assert got.header("Referer") == expected, referer
         origin = got.header("Origin")

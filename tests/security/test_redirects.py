@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.security.conftest import World, default_vendor, in_proxy_space, open_world
-from tests.support import PROXY_HOST, Browser, EchoVendor, run_echo_vendor
+from tests.support import PROXY_HOST, Browser, run_echo_vendor
 
 LOGIN = f"http://{PROXY_HOST}/login"
 
