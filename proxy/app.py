@@ -34,6 +34,7 @@ from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
 from proxy.forward.limits import Slots
 from proxy.forward.route import Routes, VendorRoute
 from proxy.membership import Membership
+from proxy.metrics import METRICS, MeasuredSlots, Metrics, MetricsObserver, metrics_middleware
 from proxy.migration import old_link
 from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
@@ -263,7 +264,7 @@ def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application; its parts open and close with the app."""
     allow_addresses(operator_addresses(config))
     app = web.Application(
-        middlewares=[proxy_middleware],
+        middlewares=[metrics_middleware, proxy_middleware],
         # The largest body any handler reads whole: a vendor form post (Forwarder reads small
         # forms up to MAX_FORM to map proxied URLs back). The sign-in form has its own, smaller
         # limit (MAX_FORM_BYTES); uploads stream under [proxy] max_upload.
@@ -278,6 +279,7 @@ def create_app(config: Config) -> web.Application:
     # middleware sends them to the vendor), but resolving to a real route spares aiohttp from
     # building a 404 exception for every proxied request.
     app.router.add_route("*", "/{tail:.*}", _not_found)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_lifecycle(config))
     return app
 
@@ -337,12 +339,13 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         app[context.FORWARDER] = Forwarder(
             client=client, store=store, answers=pages,
             assertion=Assertion(minter, config.assertion.header, secret, config.library.scope),
-            observers=[UsageObserver(records, {v.id: v.counter for v in routes.vendors.vendors})],
+            observers=[UsageObserver(records, {v.id: v.counter for v in routes.vendors.vendors}),
+                       MetricsObserver(app[METRICS])],
             bodies=BodyRules(max_size=config.proxy.max_upload, step_timeout=config.upstream.read_timeout,
                              grace=config.proxy.body_grace, min_rate=config.proxy.body_min_rate),
             max_body=config.upstream.max_body,
             per_client=Slots(config.upstream.per_client, config.upstream.queue_wait),
-            per_host=Slots(config.upstream.limit_per_host, config.upstream.queue_wait),
+            per_host=MeasuredSlots(config.upstream.limit_per_host, config.upstream.queue_wait, app[METRICS], app),
         )
         for warning in config_warnings(config):
             log.warning("%s", warning)

@@ -39,15 +39,30 @@ async def _allow_list(request: web.Request,
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    main = request.app[MAIN]
-    return web.json_response({"status": "ok", "sessions": await main[context.SESSIONS].count(),
-                              "vendors": len(main[context.ROUTES].vendors.vendors)})
+    """Alive: the process answers. Whether it can serve patrons is /readyz."""
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Directory, session store and keys ready: 200, or 503 naming the parts that are not."""
+    from proxy.metrics import readyz_response
+
+    return await readyz_response(request.app[MAIN])
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text format; no label carries anything about a patron (proxy/metrics.py)."""
+    from proxy.metrics import metrics_response
+
+    return await metrics_response(request.app[MAIN])
 
 
 def admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[_allow_list])
     app[MAIN] = main
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     # The staff console (sign-in, roles, statistics, audit): its middleware guards every path
     # but the monitoring ones.
     mount_console(app, main)

@@ -1,0 +1,280 @@
+"""Prometheus metrics and readiness for IT's monitoring, served on the staff listener only.
+
+Every label value comes from a short fixed list or from the configuration (vendor ids): never a
+patron identifier, an address, a host name from a request, a path or a query. So a scrape can
+be kept for as long as IT likes without becoming a record of anyone's reading.
+
+    libproxy_requests_total{vendor,outcome}        every request ("-": the proxy's own pages,
+    libproxy_request_seconds{vendor,outcome}        "unconfigured": hosts nobody configured)
+    libproxy_upstream_errors_total{vendor,kind}    a vendor timed out or could not be reached
+    libproxy_pool_wait_seconds{vendor}             waits for a connection to a vendor
+    libproxy_pool_turned_away_total{vendor}        ... that ended with the "busy" page
+    libproxy_signins_total{outcome}                succeeded, failed, locked, unavailable, refused
+    libproxy_vendor_bytes_total{vendor}            body bytes relayed from vendors (rewritten or not)
+    libproxy_cancelled_total{vendor}               patrons who went away mid-answer (a cancelled
+                                                    download): counted, not an error
+    libproxy_sessions                              live sessions (counted by the store, not scanned)
+    libproxy_ready{part}                           1 when directory, store and keys are ready
+    libproxy_session_store_errors                  failed calls to the session store since start
+
+A private registry per application: two proxies in one process (the tests) never mix figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from proxy import context
+from proxy.forward.hooks import Exchange
+from proxy.forward.limits import Slots
+from proxy.vendors import Origin
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Buckets from a cached asset (1 ms) to a slow PDF (a minute).
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_OWN, _UNKNOWN = "-", "unconfigured"
+READY_TIMEOUT = 2.0
+
+
+def outcome_of(status: int) -> str:
+    """A request's outcome from its status: a fixed, short list of label values."""
+    if status < 300:
+        return "ok"
+    if status < 400:
+        return "redirect"
+    special = {429: "limited", 502: "vendor-unreachable", 503: "unavailable", 504: "vendor-timeout"}
+    if status in special:
+        return special[status]
+    return "refused" if status < 500 else "error"
+
+
+_SIGN_IN = {302: "succeeded", 303: "succeeded", 401: "failed", 429: "locked", 503: "unavailable"}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("libproxy_requests", "Requests by vendor and outcome", ["vendor", "outcome"],
+                                registry=registry)
+        self.latency = Histogram("libproxy_request_seconds", "Time to the end of the answer",
+                                 ["vendor", "outcome"], buckets=_LATENCY, registry=registry)
+        self.upstream_errors = Counter("libproxy_upstream_errors", "Vendor timeouts and unreachable vendors",
+                                       ["vendor", "kind"], registry=registry)
+        self.pool_wait = Histogram("libproxy_pool_wait_seconds", "Waits for a connection to a vendor",
+                                   ["vendor"], buckets=_LATENCY[:10], registry=registry)
+        self.turned_away = Counter("libproxy_pool_turned_away", "Requests turned away: vendor pool full",
+                                   ["vendor"], registry=registry)
+        self.signins = Counter("libproxy_signins", "Sign-in attempts by outcome", ["outcome"], registry=registry)
+        self.vendor_bytes = Counter("libproxy_vendor_bytes", "Body bytes relayed from vendors", ["vendor"],
+                                    registry=registry)
+        self.cancelled = Counter("libproxy_cancelled", "Answers the patron left before the end (a cancelled "
+                                 "download)", ["vendor"], registry=registry)
+        self.sessions = Gauge("libproxy_sessions", "Live sessions", registry=registry)
+        self.ready = Gauge("libproxy_ready", "1 when the part is ready", ["part"], registry=registry)
+        self.store_errors = Gauge("libproxy_session_store_errors", "Failed session store calls since start",
+                                  registry=registry)
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._routes: object = None
+        self._vendor_of_host: dict[str, str] = {}
+        self._vendor_of_netloc: dict[str, str] = {}
+
+    # -- labels -----------------------------------------------------------------------------------
+
+    def vendor_label(self, app: web.Application, host: str) -> str:
+        """The vendor id a Host header names, "-" for the proxy itself, "unconfigured" else.
+
+        SECURITY: a Host header is the client's to choose; only configured names become labels
+        (and enter the cache), so no one can grow the label set or smuggle text into it.
+        """
+        routes = app[context.ROUTES]
+        if routes is not self._routes:  # a reload: the vendors may have changed
+            self._routes, self._vendor_of_host, self._vendor_of_netloc = routes, {}, {}
+        found = self._vendor_of_host.get(host)
+        if found is not None:
+            return found
+        if host == routes.vendors.proxy_host:
+            label = _OWN
+        else:
+            target = routes.for_host(host)
+            if target is None:
+                return _UNKNOWN
+            label = target[1].vendor.id
+        self._vendor_of_host[host] = label
+        return label
+
+    def _vendor_of(self, netloc: str, app: web.Application) -> str:
+        routes = app[context.ROUTES]
+        if routes is not self._routes or not self._vendor_of_netloc:
+            self._routes, self._vendor_of_host = routes, {}
+            self._vendor_of_netloc = {o.netloc: v.id for v in routes.vendors.vendors for o in v.origins}
+        return self._vendor_of_netloc.get(netloc, _UNKNOWN)
+
+    def observe(self, vendor: str, outcome: str, seconds: float) -> None:
+        children = self._children.get((vendor, outcome))
+        if children is None:
+            children = self._children[(vendor, outcome)] = (self.requests.labels(vendor, outcome),
+                                                            self.latency.labels(vendor, outcome))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def scrape(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("libproxy.metrics", Metrics)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by vendor and outcome (outside the proxy's middleware, so
+    every page it makes of a failure is counted as what it is)."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except asyncio.CancelledError:
+        _done(request, None, started)
+        raise
+    _done(request, response, started)
+    return response
+
+
+def _done(request: web.Request, response: web.StreamResponse | None, started: float) -> None:
+    app = request.app
+    metrics = app[METRICS]
+    vendor = metrics.vendor_label(app, request.headers.get("Host", "").lower())
+    transport = request.transport
+    if response is None or transport is None or transport.is_closing():
+        # The patron went away before the answer ended: a cancelled download, not an error.
+        metrics.cancelled.labels(vendor).inc()
+        outcome = "cancelled"
+    else:
+        outcome = outcome_of(response.status)
+        if vendor == _OWN and request.method == "POST" and request.path == "/login":
+            metrics.signins.labels(_SIGN_IN.get(response.status, "refused")).inc()
+        elif outcome in ("vendor-timeout", "vendor-unreachable") and vendor != _UNKNOWN:
+            metrics.upstream_errors.labels(vendor, outcome.removeprefix("vendor-")).inc()
+    metrics.observe(vendor, outcome, time.perf_counter() - started)
+
+
+class MetricsObserver:
+    """Forwarding's view (``forward/hooks.py``): the bytes each vendor's answers carried."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def refuse(self, exchange: Exchange) -> str | None:
+        return None
+
+    def done(self, exchange: Exchange) -> None:
+        if exchange.received:
+            self.metrics.vendor_bytes.labels(exchange.vendor_id).inc(exchange.received)
+
+
+class MeasuredSlots(Slots):
+    """The per-vendor-host slots, timing each wait for a connection (labelled by vendor)."""
+
+    def __init__(self, limit: int, wait: float, metrics: Metrics, app: web.Application) -> None:
+        super().__init__(limit, wait)
+        self._metrics = metrics
+        self._app = app
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[bool]:
+        started = time.perf_counter()
+        async with super().hold(key) as ok:
+            vendor = self._metrics._vendor_of(key, self._app)
+            self._metrics.pool_wait.labels(vendor).observe(time.perf_counter() - started)
+            if not ok:
+                self._metrics.turned_away.labels(vendor).inc()
+            yield ok
+
+
+# -- readiness ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    ok: bool
+    detail: str
+
+
+async def _bounded(check: Awaitable[str | None]) -> str | None:
+    """A check's problem (None: fine), a timeout counting as one."""
+    try:
+        return await asyncio.wait_for(check, READY_TIMEOUT)
+    except TimeoutError:
+        return f"no answer within {READY_TIMEOUT:g} s"
+
+
+async def _store_problem(app: web.Application) -> str | None:
+    from proxy.errors import StoreUnavailable
+
+    metrics = app[METRICS]
+    store = app[context.SESSIONS]
+    try:
+        metrics.sessions.set(await store.count())
+    except StoreUnavailable as exc:
+        return str(exc) or "unavailable"
+    finally:
+        metrics.store_errors.set(getattr(store, "failures", 0))
+    return None
+
+
+async def _directory_problem(app: web.Application) -> str | None:
+    probe = getattr(app[context.PATRONS], "probe", None)
+    if probe is None:
+        return None  # a local file: read at start, nothing to reach
+    try:
+        problems: list[str] = await probe()
+    except Exception as exc:  # any failure of the directory is "not ready", never a 500
+        return f"{type(exc).__name__}"
+    return "; ".join(problems) or None
+
+
+async def _keys_problem(app: web.Application) -> str | None:
+    from proxy.shared import SHARED
+
+    if not app[context.ASSERTIONS].keys:
+        return "no signing keys"
+    shared = app.get(SHARED)
+    if shared is not None and not shared.ready:
+        return "the shared security keys are not in Redis yet"
+    return None
+
+
+async def readiness(app: web.Application) -> list[Part]:
+    """Directory, session store and keys, each checked within a few seconds, all at once."""
+    names = ("directory", "store", "keys")
+    results = await asyncio.gather(_bounded(_directory_problem(app)), _bounded(_store_problem(app)),
+                                   _bounded(_keys_problem(app)))
+    metrics = app[METRICS]
+    parts = []
+    for name, problem in zip(names, results, strict=True):
+        metrics.ready.labels(name).set(0 if problem else 1)
+        parts.append(Part(name, problem is None, problem or "ready"))
+    return parts
+
+
+async def readyz_response(app: web.Application) -> web.Response:
+    parts = await readiness(app)
+    failing = [p.name for p in parts if not p.ok]
+    body = {"status": "ready" if not failing else "not ready", "failing": failing,
+            "parts": {p.name: p.detail for p in parts}}
+    return web.json_response(body, status=503 if failing else 200)
+
+
+async def metrics_response(app: web.Application) -> web.Response:
+    await readiness(app)  # fresh gauges for the scrape
+    response = web.Response(body=app[METRICS].scrape())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

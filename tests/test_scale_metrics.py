@@ -1,0 +1,105 @@
+"""Metrics and health on the staff listener: figures by vendor and outcome that carry no patron
+data, /healthz (alive) and /readyz naming the part that is down."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from proxy.config import Config
+from proxy.patrons.hashing import hash_pin
+from proxy.patrons.local import add_patron
+from tests.redis_server import redis_server_path
+from tests.scale_support import RedisProcess
+from tests.support import Browser, EchoVendor, base_config, free_port, run_proxy
+
+CARD, PIN = "29000100000077", "7391"
+PATH_MARKER, QUERY_MARKER = "privacy-marker-path-5c1e", "privacy-marker-query-9d2a"
+
+
+def _config(tmp_path: Path, echo: EchoVendor, **sections: dict[str, object]) -> tuple[Config, str]:
+    vendor = {"id": "echo", "title": "E", "start": f"{echo.origin}/", "hosts": [echo.origin], "groups": ["wolcott"]}
+    port = free_port()
+    config = base_config(tmp_path, [vendor], admin={"listen": f"127.0.0.1:{port}"}, **sections)
+    add_patron(tmp_path / "patrons.toml", CARD, hash_pin(PIN, n_log2=10), ["wolcott"], "wolcott", "active")
+    return config, f"http://127.0.0.1:{port}"
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as client, client.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_metrics_count_by_vendor_and_carry_no_patron_data(tmp_path: Path, echo: EchoVendor) -> None:
+    config, staff = _config(tmp_path, echo)
+    async with run_proxy(config) as proxy:
+        browser = Browser(proxy)
+        try:
+            signed_in = await browser.sign_in(CARD, PIN, f"{echo.origin}/echo")
+            assert signed_in.status == 200
+            host = proxy.proxied_host(echo.origin)
+            visit = await browser.get(f"http://{host}/echo/{PATH_MARKER}?q={QUERY_MARKER}", follow=False)
+            assert visit.status == 200
+            other = Browser(proxy)
+            wrong = await other.sign_in(CARD, "0000")
+            await other.close()
+            assert wrong.status == 401
+            stranger = await browser.get("http://unknown-marker-host.example/", follow=False)
+            assert stranger.status != 200
+            session_cookie = next(iter(browser.cookies.get(config.proxy.host, {}).values()), "")
+        finally:
+            await browser.close()
+        status, text = await _get(f"{staff}/metrics")
+        assert status == 200
+        assert 'libproxy_requests_total{outcome="ok",vendor="echo"}' in text
+        assert 'libproxy_signins_total{outcome="succeeded"} 1.0' in text
+        assert 'libproxy_signins_total{outcome="failed"} 1.0' in text
+        assert 'libproxy_vendor_bytes_total{vendor="echo"}' in text
+        assert 'libproxy_requests_total{outcome="refused",vendor="unconfigured"}' in text
+        assert "libproxy_sessions 1.0" in text
+        for marker in (CARD, PIN, PATH_MARKER, QUERY_MARKER, "unknown-marker-host", "127.0.0.1", host,
+                       session_cookie or "no-cookie-seen"):
+            assert marker not in text, marker
+        for line in text.splitlines():
+            if line.startswith("libproxy_") and "{" in line:
+                pairs = line.split("{", 1)[1].split("}", 1)[0].split(",")
+                values = [v for k, _, v in (pair.partition("=") for pair in pairs) if k != "le"]
+                # Only vendor ids and fixed words: nothing with a slash, a dot or an at-sign.
+                assert not any(c in v for v in values for c in "/.@?"), line
+
+
+async def test_healthz_and_readyz(tmp_path: Path, echo: EchoVendor) -> None:
+    config, staff = _config(tmp_path, echo)
+    async with run_proxy(config):
+        assert (await _get(f"{staff}/healthz"))[0] == 200
+        status, text = await _get(f"{staff}/readyz")
+        assert status == 200 and json.loads(text)["failing"] == []
+
+
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+async def test_readyz_names_the_store_when_redis_is_down(tmp_path: Path, echo: EchoVendor,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    server = RedisProcess()
+    server.start()
+    try:
+        monkeypatch.setenv("LIBPROXY_TEST_REDIS", server.url)
+        config, staff = _config(tmp_path, echo, sessions={"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"})
+        config = replace(config, sessions=replace(config.sessions, redis_timeout=0.5, redis_wait=0.5))
+        async with run_proxy(config):
+            assert (await _get(f"{staff}/readyz"))[0] == 200
+            server.stop()
+            status, text = await _get(f"{staff}/readyz")
+            body = json.loads(text)
+            assert status == 503 and body["failing"] == ["store"]
+            assert "cannot connect" in body["parts"]["store"]
+            assert (await _get(f"{staff}/healthz"))[0] == 200  # alive all the same
+            status, text = await _get(f"{staff}/metrics")
+            assert status == 200 and 'libproxy_ready{part="store"} 0.0' in text
+            server.start()
+            assert (await _get(f"{staff}/readyz"))[0] == 200
+    finally:
+        server.close()
