@@ -35,7 +35,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from proxy import context
 from proxy.forward.hooks import Exchange
 from proxy.forward.limits import Slots
-from proxy.vendors import Origin
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
