@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.patrons.hashing import dummy_hash, hash_pin, verify_pin
+from proxy.staff.options import ROLE_NAMES
 
-ROLES = ("it", "director")
+ROLES = ROLE_NAMES
 ROLE_TITLES = {"it": "IT staff", "director": "Director"}
 MIN_PASSWORD = 10
 # Names are shown on pages and written to the audit trail: plain, short, no markup or spaces.

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from proxy.errors import DirectoryUnavailable
 from proxy.staff.accounts import ROLE_TITLES
 from proxy.staff.sessions import StaffSession
 from proxy.staff.state import CONSOLE, STAFF_SESSION, Console
@@ -134,11 +135,25 @@ async def login(request: web.Request) -> web.StreamResponse:
                                      status=400)
     now = time.time()
     # SECURITY: a guessed staff password opens the console; ten wrong ones lock the name a while.
-    account = None if _too_many(console, name, now) else await console.accounts.authenticate(name, password)
+    locked = _too_many(console, name, now)
+    account = None if locked else await console.accounts.authenticate(name, password)
+    if account is None and not locked and console.directory is not None:
+        try:
+            account = await console.directory.authenticate(name, password)
+        except DirectoryUnavailable:
+            await console.audit.record("(unknown name)", "sign-in-refused", "directory-down")
+            retry = secrets.token_urlsafe(32)
+            response = console.pages.render(
+                "login.html", status=503, title="Staff sign-in", login_csrf=retry, problem=None,
+                error="The library's directory is not answering, so directory accounts cannot sign in now. "
+                      "Local staff accounts (libproxy staff add) still work.")
+            _set_cookie(response, request, _LOGIN_CSRF, retry)
+            return response
     if account is None:
         if len(console.failures) < 10_000:  # SECURITY: bounded, whatever names are tried
             console.failures.setdefault(name, []).append(now)
-        # A name typed by mistake may be anything (even a card number): only known names are kept.
+        # A name typed by mistake may be anything (even a card number), and a directory name may
+        # be a patron's: only names of local staff accounts are kept.
         who = name if await console.accounts.exists(name) else "(unknown name)"
         await console.audit.record(who, "sign-in-refused")
         retry = secrets.token_urlsafe(32)

@@ -54,6 +54,16 @@ def mount(app: web.Application, main: web.Application) -> None:
         audit=AuditTrail(config.proxy.state_dir / AUDIT_FILE, options.audit_retention),
         pages=StaffPages(config.library.name),
     )
+    if options.ldap is not None:
+        from proxy.staff.directory import StaffDirectory
+
+        directory = StaffDirectory(options.ldap, options.ldap_roles)
+        console.directory = directory
+
+        async def close_directory(_app: web.Application) -> None:
+            await directory.close()
+
+        app.on_cleanup.append(close_directory)
     app[CONSOLE] = console
     app.middlewares.append(auth.guard)
     records = main[context.RECORDS]

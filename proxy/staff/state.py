@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,6 +11,9 @@ from proxy.staff.accounts import StaffAccounts
 from proxy.staff.audit import AuditTrail
 from proxy.staff.render import StaffPages
 from proxy.staff.sessions import StaffSession, StaffSessions
+
+if TYPE_CHECKING:
+    from proxy.staff.directory import StaffDirectory
 
 
 @dataclass
@@ -19,6 +23,7 @@ class Console:
     sessions: StaffSessions
     audit: AuditTrail
     pages: StaffPages
+    directory: StaffDirectory | None = None  # [staff.ldap]: staff from the library's directory
     # Failed staff sign-ins per name (name -> times), in memory: staff names are not patron data.
     failures: dict[str, list[float]] = field(default_factory=dict)
 
