@@ -103,7 +103,8 @@ async def test_signin_9_concurrent_guesses_cannot_outrun_the_lockout_issue11_fin
         wrong = [asyncio.create_task(guess(f"{n:04d}")) for n in range(60)]
         # Every guess has been answered or is at the directory (before the fix: all 60 at the
         # directory); the ones that wait for the card's lock count as neither, at most a few.
-        await until(lambda: len(done) + directory.asked["1000"] - before >= 55, directory.changed, "the burst to settle")
+        await until(lambda: len(done) + directory.asked["1000"] - before >= 55, directory.changed,
+                    "the burst to settle")
         right = asyncio.create_task(guess("1111"))
         await until(lambda: right.done() or directory.asked["1000"] - before > 60, directory.changed, "the right PIN")
         await world.bystander.served()  # the bystander signed in before and keeps reading
@@ -133,7 +134,8 @@ async def test_signin_9_concurrent_guesses_from_many_addresses_bounded_per_card(
             return status
 
         wrong = [asyncio.create_task(guess(f"{n:04d}", f"127.0.1.{n % 12 + 1}")) for n in range(60)]
-        await until(lambda: len(done) + directory.asked["1000"] - before >= 55, directory.changed, "the burst to settle")
+        await until(lambda: len(done) + directory.asked["1000"] - before >= 55, directory.changed,
+                    "the burst to settle")
         right = asyncio.create_task(guess("1111", "127.0.2.1"))
         await until(lambda: right.done() or directory.asked["1000"] - before > 60, directory.changed, "the right PIN")
         directory.gate.set()
