@@ -327,6 +327,20 @@ def test_security_memory_lists_and_clears_locks() -> None:
     assert not memory.is_locked("21234001", "192.0.2.7") and memory.locked() == []
 
 
+def test_usage_suspensions_are_listed_and_cleared() -> None:
+    from proxy.records.security import UsageLimit
+
+    memory = SecurityMemory(lambda: 1_000_000.0, SecurityOptions(usage_limits={"download": UsageLimit(2, 3600.0)}))
+    memory.note_usage("patron-key-1", "download")
+    assert memory.locked() == []
+    memory.note_usage("patron-key-1", "download")
+    assert memory.over_limit("patron-key-1", "download")
+    [(pseudonym, category, count)] = memory.locked()
+    assert category == "usage:download" and count == 2
+    assert memory.clear(pseudonym, category) == 1
+    assert not memory.over_limit("patron-key-1", "download")
+
+
 def test_secrets_are_masked_on_the_configuration_page() -> None:
     text = ('[proxy]\nsecret = "env:LIBPROXY_SECRET"\n[sessions]\nredis_url = "redis://:pw@h/0"\n'
             '[patrons]\nbind_password = "plain-oops"  # comment\nldap = { password = "x1", url = "ldap://h" }\n'
