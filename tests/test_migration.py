@@ -83,5 +83,5 @@ def test_old_hosts_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         base_config(tmp_path, [], migration={"old_hosts": ["localhost", "proxy.localhost", "ok.example"]})
     text = "\n".join(info.value.problems)
-    assert "'localhost' is not a host name" in text and "covers this proxy's own host name" in text
+    assert '"localhost" is not a host name' in text and "covers this proxy's own host name" in text
     assert "ok.example" not in text
