@@ -91,7 +91,7 @@ async def test_patron_without_licence_sees_not_licensed(proxy: RunningProxy, ech
     reply = await browser.sign_in("3000", "3333", f"{echo.origin}/echo")
     assert reply.status == 403
     assert reply.header("X-Libproxy-Reason") == "not-licensed"
-    assert "wolcott" in reply.text
+    assert "Wolcott" in reply.text  # the group code made readable (no [groups] names here)
     assert echo.received == []
 
 
@@ -474,13 +474,13 @@ async def test_session_page_and_sign_out_everywhere(proxy: RunningProxy, echo: E
     other_patron = await signed_in(proxy, echo, "2000", "2222")
     page = await laptop.get(f"http://{PROXY_HOST}/session")
     assert page.status == 200
-    assert "wolcott" in page.text and "Echo Vendor" in page.text
+    assert "Wolcott" in page.text and "Echo Vendor" in page.text
     assert "1000" not in page.text and "1111" not in page.text
     anonymous = Browser(proxy)
     assert "You are not signed in" in (await anonymous.get(f"http://{PROXY_HOST}/session")).text
     await anonymous.close()
     done = await laptop.sign_out(everywhere=True)
-    assert "other session(s)" in done.text
+    assert "other session" in done.text
     host = proxy.proxied_host(echo.origin)
     assert (await phone.get(f"http://{host}/echo", follow=False)).status == 302
     assert (await other_patron.get(f"http://{host}/echo", follow=False)).status == 200

@@ -90,8 +90,8 @@ def test_summary_follows_the_configuration(tmp_path: Path) -> None:
     assert "Usage statistics" in headings and "Protection against guessing" in headings
     text = "\n".join(p for _, p in sections)
     for expected in ("Wolcott Public Library", "wolcott.lib.ct.us", "5 minutes", "1 hour", "8 hours",
-                     "30 days", "730 days (about 2 years)", '"<10"', "1 to 9", "6 failures", "15 minutes",
-                     "every 1 day", "2 days", "100 downloads per 1 hour", "No database receives any identifier"):
+                     "30 days", "2 years", '"<10"', "1 to 9", "6 failures", "15 minutes",
+                     "every day", "2 days", "100 downloads every hour", "No database receives any identifier"):
         assert expected in text, expected
     assert "{" not in text and "}" not in text
     assert all(isinstance(h, str) and isinstance(p, str) and p for h, p in sections)
@@ -104,4 +104,6 @@ def test_summary_names_vendors_with_pairwise_identifiers(tmp_path: Path) -> None
     assert "JSTOR and Gale Virtual Reference offer personal features" in text
     assert "only identifier that ever leaves" in text
     assert "No database receives any identifier" not in text
-    assert "90 days" in text and "1100 days" in text
+    assert "90 days" in text and "1,100 days (about 3 years)" in text
+    # Issue 16: periods and durations in words, and no possessive of the library's name.
+    assert "every 1 " not in text and "every hour" in text

@@ -18,11 +18,13 @@ import hmac
 import logging
 import re
 import secrets
-import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
+from babel.dates import format_date
 
 from proxy import context, gate
 from proxy.errors import BadInput, CardRefused
@@ -32,7 +34,8 @@ from proxy.records.privacy import PrivacyFacts, privacy_summary
 from proxy.records.report import PROXY_VENDOR
 from proxy.sessions import SessionStore, Ticket
 from proxy.vendors import ParsedURL, Vendor, VendorMap, parse_absolute_url
-from proxy.web.pages import Pages, redirect, sign_in_link
+from proxy.web import i18n
+from proxy.web.pages import LANGUAGE_PATH, LOGO_PATH, STATIC, THEME_PATH, Pages, redirect, sign_in_link
 from proxy.web.texts import FORM_EXPIRED, NOT_RECOGNISED
 
 log = logging.getLogger("libproxy.web")
@@ -119,8 +122,23 @@ def _login_target(vendors: VendorMap, url: str | None
     return resolve_target(vendors, url)
 
 
+def group_name(config_names: Mapping[str, str], group: str) -> str:
+    """A group as patrons read it: its name from [groups], else its code made readable
+    ("bibliomation" -> "Bibliomation", "west_side" -> "West Side")."""
+    return config_names.get(group) or group.replace("_", " ").replace("-", " ").title()
+
+
+def own_address(host: str, listen_port: int) -> bool:
+    """True when ``host`` (a Host header, lower case) is a loopback name or address on the
+    proxy's own listening port: someone typed ``http://localhost:8080/`` instead of the
+    proxy's name. Such requests are sent to the proxy's public host instead of being told
+    "not configured"."""
+    name, _, port = host.rpartition(":")
+    return port == str(listen_port) and name in ("localhost", "127.0.0.1", "[::1]")
+
+
 def not_licensed(pages: Pages, config_names: Mapping[str, str], vendor: Vendor) -> web.Response:
-    groups = "; ".join(sorted(config_names.get(g, g) for g in vendor.groups))
+    groups = "; ".join(sorted(group_name(config_names, g) for g in vendor.groups))
     return pages.message("not-licensed", vendor=vendor.title, groups=groups)
 
 
@@ -164,11 +182,14 @@ def cross_site(request: web.Request, site: context.Site) -> bool:
 
 
 def _login_form(request: web.Request, url: str, vendor: Vendor | None, error: str | None = None,
-                status: int = 200) -> web.Response:
+                status: int = 200, card: str = "") -> web.Response:
+    """The sign-in form; after a failure, with the error (tied to both fields) and the card
+    number as typed, so only the PIN has to be typed again. The PIN is never sent back."""
     token = _csrf_token(request)
     response = request.app[context.PAGES].render(
         "login.html", status=status, csrf=token, url=url,
-        vendor_title=vendor.title if vendor else None, error=error,
+        vendor_title=vendor.title if vendor else None, error=i18n.gettext(error) if error else None,
+        card=card, here=f"/login?url={quote(url, safe='')}" if url else "/login",
     )
     _set_csrf(response, request.app[context.SITE], token)
     return response
@@ -235,7 +256,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     parsed, vendor = target
     # SECURITY: login CSRF: a form posted from another site cannot know this cookie's value.
     if not _csrf_ok(request, form):
-        return _login_form(request, url, vendor, status=400, error=FORM_EXPIRED)
+        return _login_form(request, url, vendor, status=400, error=FORM_EXPIRED, card=card)
     client = str(context.client(request) or "")
     async with records.guard.attempt(card, client) as attempt:
         if attempt is None:
@@ -249,7 +270,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         if membership is None:
             # The same words and status for an unknown card and a wrong PIN (the failure was
             # counted before the directory was asked).
-            return _login_form(request, url, vendor, status=401, error=NOT_RECOGNISED)
+            return _login_form(request, url, vendor, status=401, error=NOT_RECOGNISED, card=card)
         attempt.succeeded()
     records.stats.record(PROXY_VENDOR, kind="session", in_library=bool(context.library_groups(request)))
     old = context.current_session(request)
@@ -296,7 +317,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
     if context.current_session(request) is None:
         return pages.message("signed-out")
     token = _csrf_token(request)
-    response = pages.render("logout.html", title="Sign out", csrf=token)
+    response = pages.render("logout.html", csrf=token)
     _set_csrf(response, site, token)
     return response
 
@@ -341,19 +362,27 @@ async def session_page(request: web.Request) -> web.StreamResponse:
     names = config.group_names
     vendors = app[context.ROUTES].vendors.vendors
     token = _csrf_token(request)
+    home = session.membership.home_library
     response = pages.render(
-        "session.html", title="Your session",
-        groups=sorted(names.get(g, g) for g in session.membership.groups),
-        home=names.get(session.membership.home_library or "", session.membership.home_library),
-        signed_in_at=time.strftime("%H:%M on %d %B %Y", time.localtime(session.created)),
-        ends_at=time.strftime("%H:%M on %d %B %Y", time.localtime(ends)),
+        "session.html",
+        groups=sorted(group_name(names, g) for g in session.membership.groups),
+        home=group_name(names, home) if home else None,
+        signed_in_at=_when(session.created),
+        ends_at=_when(ends),
         in_library=session.membership.in_library,
         visited=[v.title for v in vendors if v.id in session.visited or v.id in session.jars],
-        cookie_counts={v.title: len(jar) for v in vendors if (jar := session.jars.get(v.id))},
+        kept=[(v.title, len(jar)) for v in vendors if (jar := session.jars.get(v.id))],
         csrf=token,
     )
     _set_csrf(response, app[context.SITE], token)
     return response
+
+
+def _when(timestamp: float) -> str:
+    """A moment as patrons read it, in the proxy's local time with its zone named
+    ("November 30, 2026, 14:05 EST"; the date in the page's language)."""
+    moment = datetime.fromtimestamp(timestamp).astimezone()
+    return f"{format_date(moment, 'long', locale=i18n.current())}, {moment:%H:%M} {moment.tzname()}"
 
 
 @routes.get("/privacy")
@@ -364,7 +393,9 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
     vendors = app[context.ROUTES].vendors.vendors
     pairwise = [v.title for v in vendors if v.pairwise_id]
     facts = PrivacyFacts.from_config(config, config.records, pairwise_vendors=pairwise)
-    return app[context.PAGES].render("privacy.html", title="Privacy", sections=privacy_summary(facts, config.logging))
+    sections = privacy_summary(facts, config.logging, translate=i18n.translations(i18n.current()),
+                               language=i18n.current(), library_name=config.library.text("name", i18n.current()))
+    return app[context.PAGES].render("privacy.html", sections=sections)
 
 
 @routes.get("/databases")
@@ -384,13 +415,36 @@ async def databases(request: web.Request) -> web.StreamResponse:
         for v in app[context.ROUTES].vendors.vendors
     ]
     signed_in = session is not None and not session.membership.in_library
-    return app[context.PAGES].render("databases.html", title="Databases", vendors=items, signed_in=signed_in,
-                                     in_library=bool(on_site))
+    return app[context.PAGES].render("databases.html", vendors=items, signed_in=signed_in, in_library=bool(on_site))
 
 
 @routes.get("/")
 async def index(request: web.Request) -> web.StreamResponse:
     return redirect(f"{request.app[context.SITE].public_origin}/databases", 302)
+
+
+@routes.get(LANGUAGE_PATH + "{code}")
+async def language(request: web.Request) -> web.StreamResponse:
+    """The language link on every page: remember the patron's choice in a cookie that holds
+    nothing but the language, and return to the page."""
+    return request.app[context.PAGES].language_response(request, request.match_info["code"])
+
+
+@routes.get(THEME_PATH)
+async def theme(request: web.Request) -> web.StreamResponse:
+    return request.app[context.PAGES].theme_css()
+
+
+@routes.get(LOGO_PATH)
+async def logo(request: web.Request) -> web.StreamResponse:
+    return request.app[context.PAGES].logo_response()
+
+
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    # Browsers ask for it on every host; without it every page load logs a 404.
+    return web.FileResponse(STATIC / "favicon.ico", headers={"Cache-Control": "public, max-age=86400",
+                                                              "Content-Type": "image/x-icon"})
 
 
 @routes.get("/.well-known/jwks.json")
