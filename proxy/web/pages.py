@@ -173,8 +173,8 @@ class Pages:
         # SECURITY: a message's language link returns to the database list, never to the
         # address asked for: a refused link (an unknown vendor URL) is not echoed into the page.
         response = self.render(
-            "message.html", status=status or words.status, here="/databases", title=i18n.gettext(words.title).format(**fields),
-            text=text.format(**fields), links=all_links,
+            "message.html", status=status or words.status, here="/databases",
+            title=i18n.gettext(words.title).format(**fields), text=text.format(**fields), links=all_links,
         )
         response.headers["X-Libproxy-Reason"] = words.code or reason
         return response
