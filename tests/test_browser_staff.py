@@ -24,7 +24,7 @@ async def _sign_in(page: Page, base: str, name: str, password: str) -> None:
         f"document.getElementById('password').value = {json.dumps(password)};"
         "document.querySelector('main form').submit()"
     )
-    assert await page.url() == f"{base}/"
+    assert await page.url() == f"{base}/", await page.text()
 
 
 async def _sign_out(page: Page) -> None:

@@ -12,6 +12,7 @@ the refusal is audited.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,8 @@ from proxy.staff.state import CONSOLE, STAFF_SESSION, Console
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-OPEN_PATHS = frozenset({"/login", "/static/staff.css", "/healthz", "/readyz", "/metrics"})
+# /favicon.ico: browsers fetch it on their own; answered "not found" rather than sent to /login.
+OPEN_PATHS = frozenset({"/login", "/static/staff.css", "/favicon.ico", "/healthz", "/readyz", "/metrics"})
 ROLE_PREFIXES = (("/it/", "it"), ("/director/", "director"))
 MAX_FAILURES = 10  # wrong passwords per staff name within FAILURE_WINDOW before it is locked
 FAILURE_WINDOW = 900.0
@@ -104,9 +106,16 @@ async def _guarded(request: web.Request, handler: Handler, console: Console) -> 
     return await handler(request)
 
 
+def _login_token(request: web.Request) -> str:
+    """The browser's sign-in form token: kept while it has one, so that a second tab, or a
+    request the browser makes by itself, does not invalidate a form already on screen."""
+    token = request.cookies.get(_LOGIN_CSRF, "")
+    return token if re.fullmatch(r"[A-Za-z0-9_-]{43}", token) else secrets.token_urlsafe(32)
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    token = secrets.token_urlsafe(32)
+    token = _login_token(request)
     response = console.pages.render("login.html", title="Staff sign-in", login_csrf=token, error="",
                                     problem=await console.accounts.status())
     _set_cookie(response, request, _LOGIN_CSRF, token)
