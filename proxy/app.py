@@ -293,6 +293,18 @@ def build_routes(config: Config, site: context.Site) -> Routes:
                   report_uri=f"{config.proxy.public_origin}{CSP_REPORT_PATH}")
 
 
+def make_clients(config: Config) -> context.Clients:
+    """Who clients are: trusted proxies and library networks (rebuilt whole on reload)."""
+    return context.Clients(
+        networks=Networks([
+            LibraryNetwork(lib.name, tuple(n for n in map(parse_network, lib.cidrs) if n), lib.groups)
+            for lib in config.network.libraries
+        ]),
+        trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
+        forwarded_header=config.network.forwarded_header,
+    )
+
+
 def _prepare_state(config: Config) -> tuple[bytes, KeyRing]:
     """Create the state directory, the keyed-hash secret and the signing keys if absent."""
     config.proxy.state_dir.mkdir(parents=True, exist_ok=True)
@@ -328,14 +340,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         app[context.RECORDS] = records
         app[context.ASSERTIONS] = minter
         app[context.NEEDED_HOSTS] = needed
-        app[context.CLIENTS] = context.Clients(
-            networks=Networks([
-                LibraryNetwork(lib.name, tuple(n for n in map(parse_network, lib.cidrs) if n), lib.groups)
-                for lib in config.network.libraries
-            ]),
-            trusted_proxies=tuple(n for n in map(parse_network, config.network.trusted_proxies) if n),
-            forwarded_header=config.network.forwarded_header,
-        )
+        app[context.CLIENTS] = make_clients(config)
         app[context.FORWARDER] = Forwarder(
             client=client, store=store, answers=pages,
             assertion=Assertion(minter, config.assertion.header, secret, config.library.scope),

@@ -84,9 +84,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.records.scrub import allow_addresses
 
     allow_addresses(config_mod.operator_addresses(cfg))
-    logging.getLogger("libproxy").info("listening on %s:%d for %s", cfg.proxy.listen_host,
-                                       cfg.proxy.listen_port, cfg.proxy.public_origin)
-    _run(create_app(cfg), cfg)
+    from proxy import server
+
+    try:
+        workers = server.worker_count(args.workers)
+    except ValueError:
+        print("--workers must be a number from 1 to 256, or auto", file=sys.stderr)
+        return 2
+    refusal = server.refuse_workers(cfg, workers)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 1
+    log = logging.getLogger("libproxy")
+    log.info("%s", server.start_message(*server.raise_open_files_limit()))
+    log.info("listening on %s:%d for %s", cfg.proxy.listen_host, cfg.proxy.listen_port, cfg.proxy.public_origin)
+
+    def make(own: config_mod.Config) -> web.Application:
+        app = create_app(own)
+        server.install(app, args.config)
+        return app
+
+    if workers > 1:
+        return server.run_workers(make, cfg, workers, loop_choice=args.loop, ssl_context=make_ssl_context(cfg))
+    server.write_pid(cfg.proxy.state_dir)
+    server.run_one(lambda: make(cfg), cfg, sock=None, loop_choice=args.loop, ssl_context=make_ssl_context(cfg))
+    log.info("stopped")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the configuration, then ask the running proxy to re-read it (SIGHUP)."""
+    from proxy.server import signal_reload
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        print("Nothing was reloaded: the running proxy keeps its configuration.", file=sys.stderr)
+        return 1
+    try:
+        print(signal_reload(cfg.proxy.state_dir) + "; its log says what changed.")
+    except RuntimeError as exc:
+        print(f"libproxy reload: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,9 +201,9 @@ async def _probe(cfg: config_mod.Config) -> list[str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.app import create_app
-    from proxy.demo import DEMO_CARD, DEMO_PIN, demo_config, demo_vendor_app
+    from proxy.demo import demo_config, demo_vendor_app, what_to_try
 
-    cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port)
+    cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port, args.lang)
     app = create_app(cfg)
 
     async def vendor_ctx(_app: web.Application) -> object:
@@ -176,12 +214,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         await runner.cleanup()
 
     app.cleanup_ctx.insert(0, vendor_ctx)  # type: ignore[arg-type]
-    origin = cfg.proxy.public_origin
     print(
         "\nThe library proxy demo is running.\n\n"
-        f"  Open:     {origin}/databases\n"
-        f"  Card:     {DEMO_CARD}\n"
-        f"  PIN:      {DEMO_PIN}\n\n"
+        f"{what_to_try(cfg, args.lang)}\n"
         f"The demo vendor runs at http://127.0.0.1:{args.vendor_port}/ and is reached through the proxy\n"
         "as a *.proxy.localhost host name (browsers resolve *.localhost to this computer).\n"
         "Its page \"What this site received\" shows everything the vendor sees.\n"
@@ -362,7 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="the TOML configuration file")
+    serve.add_argument("--workers", default="1",
+                       help="processes accepting on the one listening socket: a number or auto (one per "
+                            "core); more than one needs [sessions] store = \"redis\"")
+    serve.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"],
+                       help="event loop: asyncio's own (default), uvloop, or uvloop when installed")
     serve.set_defaults(func=cmd_serve)
+
+    reload = sub.add_parser("reload", help="check the configuration and make the running proxy re-read it")
+    reload.add_argument("--config", required=True)
+    reload.set_defaults(func=cmd_reload)
 
     check = sub.add_parser("check-config", help="check a configuration file and list every problem")
     check.add_argument("file", nargs="?", help="the TOML configuration file (or give --config)")
@@ -380,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a demo vendor and the proxy on embedded defaults")
     demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
     demo.add_argument("--vendor-port", type=int, default=8081, help="the demo vendor's port (default 8081)")
+    demo.add_argument("--lang", choices=("en", "es"), default="en",
+                      help="the patron pages' language: en (English) or es (Spanish); default en")
     demo.add_argument("--state-dir", default="var/demo",
                       help="where the demo keeps its keys and statistics (default var/demo)")
     demo.set_defaults(func=cmd_demo)

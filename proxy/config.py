@@ -55,6 +55,8 @@ class ProxySettings:
     # A request body must arrive within body_grace + size / body_min_rate seconds (slow POSTs).
     body_grace: float = 30.0
     body_min_rate: int = 8192  # bytes per second
+    # On SIGTERM: stop accepting, let answers in progress (downloads) run this long, then stop.
+    shutdown_deadline: float = 30.0
 
     @property
     def public_origin(self) -> str:
@@ -223,6 +225,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         tls_key=tls_key,
         max_upload=p.size("max_upload", "100MB"),
         keepalive=p.duration("keepalive", "15s"),
+        shutdown_deadline=p.duration("shutdown_deadline", "30s"),
         body_grace=p.duration("body_grace", "30s"),
         body_min_rate=p.size("body_min_rate", "8KiB"),
     )

@@ -186,6 +186,9 @@ class MeasuredSlots(Slots):
         self._metrics = metrics
         self._app = app
 
+    def resized(self, limit: int, wait: float) -> MeasuredSlots:
+        return MeasuredSlots(limit, wait, self._metrics, self._app)
+
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[bool]:
         started = time.perf_counter()

@@ -103,3 +103,33 @@ async def test_readyz_names_the_store_when_redis_is_down(tmp_path: Path, echo: E
             assert (await _get(f"{staff}/readyz"))[0] == 200
     finally:
         server.close()
+
+
+async def test_a_cancelled_download_is_counted_and_logged_as_normal(tmp_path: Path, echo: EchoVendor,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from proxy.metrics import METRICS
+
+    config, _ = _config(tmp_path, echo, network={"library": [{"name": "here", "cidrs": ["127.0.0.0/8"],
+                                                              "groups": ["wolcott"]}]})
+    async with run_proxy(config) as proxy:
+        host = proxy.proxied_host(echo.origin)
+        with caplog.at_level("INFO", logger="libproxy"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(f"GET /big?size=200000000 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            received = 0
+            while received < 300_000:  # part of the download, then the patron gives up
+                received += len(await reader.read(65536))
+            writer.transport.abort()
+
+            async def counted() -> bool:
+                return 'libproxy_cancelled_total{vendor="echo"} 1.0' in proxy.app[METRICS].scrape().decode()
+
+            from tests.scale_support import until
+
+            await until(counted, what="the cancelled download to be counted")
+        ours = [r for r in caplog.records if r.name.startswith("libproxy")]
+        assert any("left an answer" in r.getMessage() for r in ours)
+        assert not [r for r in ours if r.levelname in ("WARNING", "ERROR")], [r.getMessage() for r in ours]

@@ -313,6 +313,11 @@ async def _read(upstream: aiohttp.ClientResponse, vendor: Vendor) -> bytes:
 
 def _broken(request: web.Request, vendor: Vendor, response: web.StreamResponse, exc: BaseException,
             received: int) -> tuple[web.StreamResponse, int]:
+    if request.transport is None or request.transport.is_closing():
+        # The patron went away (a cancelled download, a closed tab): a normal event, still
+        # counted by the observers with the bytes that were relayed.
+        log.info("a patron left an answer of vendor %s before its end (%d bytes relayed)", vendor.id, received)
+        return response, received
     # Headers are gone already; the only honest signal left is a broken connection.
     log.warning("vendor %s failed mid-body: %s", vendor.id, type(exc).__name__)
     if request.transport is not None:

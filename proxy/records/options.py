@@ -8,7 +8,7 @@
     threshold = 5                    # counts 1..4 print as "<5" in every report
     detail_retention = "90d"         # per-day rows
     monthly_retention = "1100d"      # per-month rows (three years of annual reports)
-    flush_interval = "60s"           # how often counts reach the file
+    flush_interval = "5s"            # how often counts reach the store (a crash loses at most this)
     purge_interval = "1h"            # how often the retention task runs
     timezone = ""                    # IANA name for day boundaries; "" = the server's zone
 
@@ -57,7 +57,7 @@ class RecordsOptions:
     database_url: str | None = None
     detail_retention: float = 90 * DAY
     monthly_retention: float = 1100 * DAY
-    flush_interval: float = 60.0
+    flush_interval: float = 5.0
     purge_interval: float = 3600.0
     timezone: str = ""
     security: SecurityOptions = field(default_factory=SecurityOptions)
@@ -101,7 +101,7 @@ def parse_options(reader: Reader, *, state_dir: Path) -> RecordsOptions:
         threshold=reader.int("threshold", 5, minimum=MIN_THRESHOLD, maximum=100),
         detail_retention=reader.duration("detail_retention", "90d"),
         monthly_retention=reader.duration("monthly_retention", "1100d"),
-        flush_interval=reader.duration("flush_interval", "60s"),
+        flush_interval=reader.duration("flush_interval", "5s"),
         purge_interval=reader.duration("purge_interval", "1h"),
         timezone=timezone,
         security=parse_security_options(reader.sub("security")),

@@ -1,0 +1,321 @@
+"""Running the proxy as a service: signals, live reload, clean shutdown, the machine's limits,
+and several worker processes on one listening socket.
+
+* **SIGHUP** (or ``libproxy reload``, which signals the pid written to ``state_dir``): the file is
+  read and checked again. A broken file is refused with every problem logged, and the running
+  configuration stays. A good one swaps in whole what can change live (vendor routes, library
+  networks and trusted proxies, connection shares, group names, privacy options): sessions,
+  connections and requests in flight are untouched (they keep the routes they started with).
+  Parts that hold open resources (listeners, session store, patron directory, keys, records,
+  logging) are named in the log as waiting for a restart.
+* **SIGTERM**: stop accepting, let answers in progress (downloads) run up to ``[proxy]
+  shutdown_deadline``, close (statistics flushed), exit 0.
+* **Open files**: the soft limit is raised to the hard limit at start, and said so; when accept()
+  fails for lack of descriptors, one line a minute instead of a traceback per attempt.
+* **Workers** (``serve --workers N|auto``): the parent binds the socket once and forks N
+  processes that accept on it; only the first runs the staff listener. The parent forwards
+  SIGTERM and SIGHUP, restarts a worker that dies, and exits when they have all stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from proxy import config as config_mod
+from proxy import context
+from proxy.errors import ConfigError
+from proxy.ratelog import RateLimitedLog
+
+log = logging.getLogger("libproxy")
+
+PID_FILE = "libproxy.pid"
+# Sections whose objects were opened at start (listeners, stores, clients, files): a change is
+# reported and waits for a restart; everything else is swapped in live.
+RESTART_ONLY = ("proxy", "library", "patrons", "sessions", "assertion", "logging", "records", "admin")
+
+
+# -- live reload ------------------------------------------------------------------------------------
+
+
+def _set(app: web.Application, key: web.AppKey[Any], value: Any) -> None:
+    # aiohttp warns on changing a started application's state: a reload is exactly the case
+    # where one part is replaced whole, read by each request once, at its start.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app[key] = value
+
+
+def reconfigure(app: web.Application, new: config_mod.Config) -> list[str]:
+    """Swap in the live parts of ``new``; returns the sections that wait for a restart."""
+    from proxy.app import build_routes, make_clients
+    from proxy.forward.limits import Slots
+    from proxy.metrics import MeasuredSlots
+    from proxy.records.observer import UsageObserver
+
+    old = app[context.CONFIG]
+    waiting = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    upstream_live = ("per_client", "limit_per_host", "queue_wait")
+    if any(getattr(old.upstream, f) != getattr(new.upstream, f) for f in old.upstream.__dataclass_fields__
+           if f not in upstream_live):
+        waiting.append("upstream (timeouts, pool size, hosts, user_agent)")
+    # Restart-only sections keep their running values, so what the pages show stays true.
+    applied = replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+    applied = replace(applied, upstream=replace(old.upstream, **{f: getattr(new.upstream, f) for f in upstream_live}))
+    routes = build_routes(applied, app[context.SITE])
+    forwarder = app[context.FORWARDER]
+    patterns = {v.id: v.counter for v in routes.vendors.vendors}
+    forwarder.observers = tuple(UsageObserver(o.records, patterns) if isinstance(o, UsageObserver) else o
+                                for o in forwarder.observers)
+    up = applied.upstream
+    if (up.per_client, up.queue_wait) != (forwarder.per_client.limit, forwarder.per_client.wait):
+        forwarder.per_client = Slots(up.per_client, up.queue_wait)
+    if (up.limit_per_host, up.queue_wait) != (forwarder.per_host.limit, forwarder.per_host.wait):
+        # Requests holding a slot release it on the old object; new ones share the new one.
+        per_host = forwarder.per_host
+        forwarder.per_host = (per_host.resized(up.limit_per_host, up.queue_wait) if isinstance(per_host, MeasuredSlots)
+                              else Slots(up.limit_per_host, up.queue_wait))
+    _set(app, context.CLIENTS, make_clients(applied))
+    _set(app, context.ROUTES, routes)
+    _set(app, context.CONFIG, applied)
+    return waiting
+
+
+async def reload_app(app: web.Application, path: str | Path) -> bool:
+    """Re-read ``path``; apply it when valid. Never raises: a reload must not stop the proxy."""
+    try:
+        new = await asyncio.to_thread(config_mod.load, path)
+    except ConfigError as exc:
+        log.error("reload refused: %s has %d problem(s); the running configuration stays", path,
+                  len(exc.problems))
+        for problem in exc.problems:
+            log.error("  - %s", problem)
+        return False
+    try:
+        waiting = reconfigure(app, new)
+    except Exception:
+        log.exception("reload failed while applying; the running configuration stays")
+        return False
+    log.info("configuration reloaded: %d vendors", len(new.vendors))
+    for name in waiting:
+        log.warning("reload: changes to [%s] take effect at the next restart", name)
+    return True
+
+
+# -- signals, pid file, limits ----------------------------------------------------------------------
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+_DESCRIPTOR_ERRNOS = {24, 23, 105, 12}  # EMFILE, ENFILE, ENOBUFS, ENOMEM
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Turn the event loop's traceback per failed accept() into one line a minute."""
+    limited = RateLimitedLog(log, 60.0)
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+        exc = ctx.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _DESCRIPTOR_ERRNOS and "accept" in str(ctx.get("message", "")):
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limited.error("cannot accept new connections: out of file descriptors (%s; open-files limit %d): "
+                          "raise LimitNOFILE / ulimit -n, or add workers or instances", exc.strerror, soft)
+            return
+        if default is not None:
+            default(loop, ctx)
+        else:
+            loop.default_exception_handler(ctx)
+
+    loop.set_exception_handler(handler)
+
+
+def write_pid(state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
+
+
+def signal_reload(state_dir: Path) -> str:
+    """``libproxy reload``: SIGHUP to the pid in ``state_dir``; returns what happened, in words."""
+    path = state_dir / PID_FILE
+    try:
+        pid = int(path.read_text(encoding="ascii").strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"no running proxy found through {path} ({exc})") from None
+    return f"asked the proxy (pid {pid}) to reload its configuration"
+
+
+def install(app: web.Application, config_path: str | Path | None) -> None:
+    """Service behaviour for ``serve``: SIGHUP reloads, accept errors are rate-limited, and the
+    pid is written for ``libproxy reload`` (by the process that owns the listener)."""
+
+    async def on_startup(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
+        if config_path is not None:
+            tasks: set[asyncio.Task[bool]] = set()
+
+            def hup() -> None:
+                log.info("SIGHUP: reloading the configuration")
+                task = loop.create_task(reload_app(app, config_path))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, hup)
+
+    app.on_startup.append(on_startup)
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+def make_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """asyncio's own loop, or uvloop when chosen (or "auto" and installed)."""
+    if choice in ("uvloop", "auto"):
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("--loop uvloop: uvloop is not installed (pip install \"libproxy[fast]\")") from None
+    return asyncio.new_event_loop()
+
+
+def run_one(make_app: Callable[[], web.Application], cfg: config_mod.Config, *, sock: socket.socket | None,
+            loop_choice: str, ssl_context: Any) -> None:
+    """Run one process's application until SIGTERM/SIGINT; statistics are flushed on the way out."""
+    loop = make_loop(loop_choice)
+    asyncio.set_event_loop(loop)
+    app = make_app()
+    # access_log=None: aiohttp's default access log records the client address, the request
+    # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
+    common: dict[str, Any] = {"access_log": None, "print": None, "ssl_context": ssl_context,
+                              "shutdown_timeout": cfg.proxy.shutdown_deadline,
+                              "keepalive_timeout": cfg.proxy.keepalive, "loop": loop, "backlog": 1024}
+    if sock is not None:
+        web.run_app(app, sock=sock, **common)
+    else:
+        web.run_app(app, host=cfg.proxy.listen_host, port=cfg.proxy.listen_port, **common)
+
+
+def worker_count(text: str) -> int:
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = int(text)
+    if not 1 <= count <= 256:
+        raise ValueError("between 1 and 256")
+    return count
+
+
+def bind(cfg: config_mod.Config) -> socket.socket:
+    family = socket.AF_INET6 if ":" in cfg.proxy.listen_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.proxy.listen_host, cfg.proxy.listen_port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: config_mod.Config, count: int, *,
+                loop_choice: str, ssl_context: Any) -> int:
+    """The parent of ``count`` workers accepting on one socket; returns the exit status."""
+    sock = bind(cfg)
+    write_pid(cfg.proxy.state_dir)
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+
+    def spawn(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                # The staff listener (and its port) in the first worker only.
+                own = cfg if number == 0 else replace(cfg, admin=replace(cfg.admin, listen=None))
+                run_one(lambda: make_app(own), own, sock=sock, loop_choice=loop_choice, ssl_context=ssl_context)
+            except BaseException:
+                log.exception("worker %d stopped with an error", number)
+                status = 1
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        children[pid] = number
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    log.info("starting %d workers on %s:%d", count, cfg.proxy.listen_host, cfg.proxy.listen_port)
+    for number in range(count):
+        spawn(number)
+    failures = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in children:
+            continue
+        number = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            failures += 1
+            log.error("worker %d exited unexpectedly (status %d): starting it again", number, code)
+            time.sleep(min(5.0, 0.2 * failures))  # a worker that dies at once must not spin
+            spawn(number)
+    sock.close()
+    log.info("all workers stopped")
+    return 0
+
+
+def refuse_workers(cfg: config_mod.Config, count: int) -> str | None:
+    """Why ``count`` workers cannot run with this configuration, or None."""
+    if count > 1 and cfg.sessions.store != "redis":
+        return (f"--workers {count} needs sessions every worker can see: with [sessions] store = "
+                f"\"{cfg.sessions.store}\" each worker would have its own, and patrons would be signed out at "
+                "random. Set [sessions] store = \"redis\" (and redis_url), or run one worker.")
+    return None
+
+
+def start_message(soft: int, hard: int) -> str:
+    return f"open-files limit {soft} (hard limit {hard})" + (
+        "" if soft >= 4096 else ": low for a proxy; each patron connection and each vendor connection takes one")
+

@@ -1,0 +1,310 @@
+"""The proxy as a service: live reload (SIGHUP, ``libproxy reload``), clean shutdown (SIGTERM),
+worker processes on one socket, the open-files limit. Real processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from proxy import config as config_mod
+from proxy.context import CONFIG, ROUTES
+from proxy.server import reload_app
+from tests.redis_server import redis_server, redis_server_path
+from tests.scale_support import port_open, until, wait_for
+from tests.support import PROXY_HOST, Browser, EchoVendor, free_port, run_proxy, write_patrons
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _toml(tmp: Path, port: int, vendors: list[tuple[str, str]], *, staff: int = 0, extra: str = "",
+          store: str = 'store = "memory"') -> str:
+    text = f"""
+[proxy]
+listen = "127.0.0.1:{port}"
+host = "{PROXY_HOST}"
+state_dir = "{tmp / 'state'}"
+shutdown_deadline = "20s"
+
+[library]
+id = "wolcott.lib.ct.us"
+name = "Wolcott Public Library"
+
+[patrons]
+source = "local"
+file = "{tmp / 'patrons.toml'}"
+
+[sessions]
+{store}
+
+[upstream]
+connect_timeout = "2s"
+read_timeout = "10s"
+
+[admin]
+listen = "{f'127.0.0.1:{staff}' if staff else ''}"
+{extra}
+"""
+    for vendor_id, origin in vendors:
+        text += f"""
+[[vendor]]
+id = "{vendor_id}"
+title = "{vendor_id}"
+start = "{origin}/"
+hosts = ["{origin}"]
+groups = ["wolcott"]
+"""
+    return text
+
+
+def _write(tmp: Path, text: str) -> Path:
+    if not (tmp / "patrons.toml").exists():
+        write_patrons(tmp / "patrons.toml")
+    path = tmp / "proxy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_reload_keeps_config_on_a_broken_file_and_swaps_vendors_live(tmp_path: Path, echo: EchoVendor,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    async with run_echo_other() as other:
+        path = _write(tmp_path, _toml(tmp_path, 8080, [("echo", echo.origin)]))
+        async with run_proxy(config_mod.load(path)) as proxy:
+            browser = Browser(proxy)
+            try:
+                assert (await browser.sign_in("1000", "1111", f"{echo.origin}/echo")).status == 200
+                host = proxy.proxied_host(echo.origin)
+                before = proxy.app[CONFIG]
+                path.write_text("[proxy\nbroken", encoding="utf-8")
+                with caplog.at_level("ERROR", logger="libproxy"):
+                    assert not await reload_app(proxy.app, path)
+                assert "reload refused" in caplog.text
+                assert proxy.app[CONFIG] is before
+                # A good file: a second vendor, and a changed title for the first.
+                text = _toml(tmp_path, 8080, [("echo", echo.origin), ("other", other.origin)])
+                path.write_text(text.replace('title = "echo"', 'title = "Echo Renamed"'), encoding="utf-8")
+                assert await reload_app(proxy.app, path)
+                assert {v.id for v in proxy.app[ROUTES].vendors.vendors} == {"echo", "other"}
+                # The signed-in patron keeps reading, and reaches the new vendor with the same session.
+                assert (await browser.get(f"http://{host}/echo", follow=False)).status == 200
+                new_host = proxy.proxied_host(other.origin)
+                reached = await browser.get(f"http://{new_host}/echo")  # the sign-on hop, no new sign-in
+                assert reached.status == 200 and reached.url.startswith(f"http://{new_host}/echo")
+            finally:
+                await browser.close()
+
+
+class run_echo_other:
+    """A second echo vendor (the fixture gives one)."""
+
+    async def __aenter__(self) -> EchoVendor:
+        from tests.support import run_echo_vendor
+
+        self._cm = run_echo_vendor()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cm.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """The log file and the working directory for a proxy run as a process."""
+    yield tmp_path / "proxy.log", tmp_path
+
+
+def _serve(path: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(path), *args],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+async def _status(port: int, host: str, path: str = "/") -> int:
+    async with aiohttp.ClientSession() as client, client.get(
+            f"http://127.0.0.1:{port}{path}", headers={"Host": host}, allow_redirects=False) as response:
+        await response.read()
+        return response.status
+
+
+def _proxied(origin: str) -> str:
+    return origin.removeprefix("http://").replace(".", "-").replace(":", "--") + "." + PROXY_HOST
+
+
+async def test_sighup_and_sigterm_as_a_process(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    log, tmp = served
+    port = free_port()
+    path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)]))
+    proc = _serve(path, log)
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, "the proxy to listen")
+        assert proc.poll() is None, log.read_text()
+        assert "open-files limit" in log.read_text()
+        cfg = config_mod.load(path)
+        from proxy.vendors import VendorMap, parse_absolute_url
+
+        def proxied(origin: str) -> str:
+            parsed = parse_absolute_url(origin)
+            assert parsed is not None
+            found = VendorMap(cfg.vendors, cfg.proxy.host, cfg.proxy.scheme).proxied_netloc(parsed.origin)
+            assert found is not None
+            return found
+
+        host = proxied(echo.origin)
+        assert await _status(port, host, "/echo") == 302  # not signed in: to the sign-in page
+        # A broken file: `libproxy reload` refuses to signal; a bare SIGHUP is refused by the proxy.
+        path.write_text("[proxy\n", encoding="utf-8")
+        cli = subprocess.run([sys.executable, "-m", "proxy", "reload", "--config", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 1 and "keeps its configuration" in cli.stderr
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text(), 30, "the refusal in the log")
+        assert proc.poll() is None and await _status(port, host, "/echo") == 302
+        # A good file removes the vendor: `libproxy reload` signals, the vendor is gone.
+        path.write_text(_toml(tmp, port, []), encoding="utf-8")
+        cli = subprocess.run([sys.executable, "-m", "proxy", "reload", "--config", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 30, "the reload in the log")
+        deadline = time.monotonic() + 20
+        while await _status(port, host, "/echo") == 302 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await _status(port, host, "/echo") != 302
+        path.write_text(_toml(tmp, port, [("echo", echo.origin)]), encoding="utf-8")
+        proc.send_signal(signal.SIGHUP)
+
+        async def back() -> bool:
+            return await _status(port, host, "/echo") == 302
+
+        await until(back, what="the vendor to come back")
+
+        # SIGTERM: a clean exit.
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+        assert code == 0, log.read_text()
+    finally:
+        _stop(proc)
+
+
+async def test_sigterm_lets_a_download_finish(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    """A patron's download in progress when SIGTERM arrives runs to its end; the exit is clean."""
+    log, tmp = served
+    port = free_port()
+    path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], extra='[[network.library]]\nname = "here"\n'
+                                                                    'cidrs = ["127.0.0.0/8"]\ngroups = ["wolcott"]\n'))
+    proc = _serve(path, log)
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, "the proxy to listen")
+        assert proc.poll() is None, log.read_text()
+        cfg = config_mod.load(path)
+        from proxy.vendors import VendorMap, parse_absolute_url
+
+        parsed = parse_absolute_url(echo.origin)
+        assert parsed is not None
+        host = VendorMap(cfg.vendors, cfg.proxy.host, cfg.proxy.scheme).proxied_netloc(parsed.origin)
+        assert host is not None
+        async with aiohttp.ClientSession() as client:
+            # In the library network: no sign-in; the vendor answers after 2 s.
+            request = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=2",
+                                                       headers={"Host": host}, allow_redirects=False))
+            async def reached() -> bool:
+                return any(r.path.startswith("/slow") for r in echo.received)
+
+            await until(reached, what="the request to reach the vendor")
+            proc.send_signal(signal.SIGTERM)
+            response = await request
+            assert response.status == 200 and await response.text() == "late"
+            response.release()
+        code = await asyncio.to_thread(proc.wait, 60)
+        assert code == 0, log.read_text()
+    finally:
+        _stop(proc)
+
+
+def test_workers_refused_with_the_memory_store(served: tuple[Path, Path]) -> None:
+    log, tmp = served
+    path = _write(tmp, _toml(tmp, free_port(), []))
+    proc = _serve(path, log, "--workers", "2")
+    assert proc.wait(60) == 1
+    assert 'store = "redis"' in log.read_text()
+
+
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+async def test_two_workers_on_one_socket(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    log, tmp = served
+    port, staff = free_port(), free_port()
+    with redis_server() as url:
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
+                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
+        os.environ["LIBPROXY_TEST_REDIS"] = url
+        try:
+            proc = _serve(path, log, "--workers", "2")
+        finally:
+            del os.environ["LIBPROXY_TEST_REDIS"]
+        try:
+            wait_for(lambda: (port_open(port) and port_open(staff)) or proc.poll() is not None, 60,
+                     "the workers to listen")
+            assert proc.poll() is None, log.read_text()
+            statuses = await asyncio.gather(*(_status(port, PROXY_HOST, "/healthz") for _ in range(40)))
+            assert set(statuses) == {200}
+            async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{staff}/readyz") as r:
+                assert r.status == 200
+            wait_for(lambda: log.read_text().count("proxy ready") == 2, 60, "both workers to be ready")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
+            assert "all workers stopped" in log.read_text()
+        finally:
+            _stop(proc)
+
+
+def test_open_files_limit_raised_to_the_hard_limit() -> None:
+    import resource
+
+    from proxy.server import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+        now_soft, now_hard = raise_open_files_limit()
+        assert now_hard == hard and now_soft == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert now_soft == hard or hard == resource.RLIM_INFINITY
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_out_of_descriptors_is_one_line_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """What asyncio reports per failed accept() (a traceback each) becomes one line a minute."""
+    import errno
+
+    from proxy.server import quiet_accept_errors
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    quiet_accept_errors(loop)
+    try:
+        with caplog.at_level("ERROR"):
+            for _ in range(500):
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": OSError(errno.EMFILE, "Too many open files")})
+        lines = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None
+        assert not [r for r in caplog.records if r.exc_info]
+    finally:
+        loop.set_exception_handler(previous)
