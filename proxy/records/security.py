@@ -154,11 +154,14 @@ def parse_security_options(reader: Reader) -> SecurityOptions:
 
 
 class _Counter:
-    """A sliding-window event count in constant space."""
+    """A sliding-window event count in constant space. ``category`` ("card", "pair", "client",
+    "usage:<kind>") names what kind of subject it counts, never which one: the staff console
+    lists locks by kind."""
 
-    __slots__ = ("current", "previous", "start", "window")
+    __slots__ = ("category", "current", "previous", "start", "window")
 
-    def __init__(self, window: float, now: float) -> None:
+    def __init__(self, window: float, now: float, category: str = "") -> None:
+        self.category = category
         self.window = window
         self.start = now - now % window
         self.current = 0
@@ -278,7 +281,7 @@ class SecurityMemory:
         digest = epoch.digest(category, subject)
         counter = epoch.counters.get(digest)
         if counter is None:
-            counter = _Counter(window, now)
+            counter = _Counter(window, now, category)
         counter.add(now, n)
         epoch.counters[digest] = counter  # re-inserting renews the entry's time to live
         if self.shared is not None:
@@ -306,7 +309,7 @@ class SecurityMemory:
             return  # an epoch this instance has already forgotten (or not reached yet)
         counter = epoch.counters.get(digest)
         if counter is None:
-            counter = _Counter(window, at)
+            counter = _Counter(window, at, category)
         counter.add(at, n)
         epoch.counters[digest] = counter
 
@@ -398,6 +401,59 @@ class SecurityMemory:
             if limit is not None and self._estimate(f"usage:{kind}", subject, now) >= limit.count:
                 return True
         return False
+
+    # -- the staff console ----------------------------------------------------------------------
+
+    def _limit_of(self, category: str) -> int:
+        """The count at which a counter of ``category`` locks or suspends (0: never)."""
+        opts = self.options
+        if category.startswith("usage:"):
+            limit = opts.usage_limits.get(category[len("usage:"):])
+            return limit.count if limit is not None else 0
+        return {"pair": opts.max_failures, "card": opts.card_max_failures,
+                "client": opts.client_max_failures}.get(category, 0)
+
+    def locked(self) -> list[tuple[str, str, int]]:
+        """Subjects locked or suspended now, as ``(pseudonym, category, count)``, highest first.
+
+        The pseudonym is the first 8 hex digits of the counter's keyed hash: enough to tell two
+        locks apart on a page and to clear one, and like the hash it names nobody once the
+        epoch's key is dropped. Each epoch is looked at on its own (the same card hashes
+        differently in two epochs), so a lock straddling a key rotation may show only once its
+        current epoch alone is over the limit. A tripped global limit is listed as "global".
+        """
+        now = self._clock()
+        found: list[tuple[str, str, int]] = []
+        for epoch in self._live(now):
+            for digest, counter in list(epoch.counters.items()):
+                limit = self._limit_of(counter.category)
+                count = counter.estimate(now)
+                if limit and count >= limit:
+                    found.append((digest.hex()[:8], counter.category, int(count)))
+        opts = self.options
+        if opts.global_max_failures and self._global.estimate(now) >= opts.global_max_failures:
+            found.append(("global", "global", int(self._global.estimate(now))))
+        return sorted(found, key=lambda item: (-item[2], item[0]))
+
+    def clear(self, pseudonym: str, category: str) -> int:
+        """Forget the locked counters of ``category`` whose pseudonym is ``pseudonym`` (as shown
+        by ``locked``); returns how many were removed (0 when none is locked any more)."""
+        if pseudonym == "global" and category == "global":
+            self._global = _Counter(self.options.window, self._clock())
+            return 1
+        # SECURITY: only the exact 8-hex-digit form; a shorter prefix would clear many at once.
+        if len(pseudonym) != 8 or any(ch not in "0123456789abcdef" for ch in pseudonym):
+            return 0
+        now = self._clock()
+        removed = 0
+        for epoch in self._live(now):
+            for digest, counter in list(epoch.counters.items()):
+                limit = self._limit_of(counter.category)
+                if (counter.category == category and digest.hex()[:8] == pseudonym
+                        and limit and counter.estimate(now) >= limit):
+                    del epoch.counters[digest]
+                    removed += 1
+        return removed
 
     # -- retention ----------------------------------------------------------------------------
 
