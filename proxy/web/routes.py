@@ -134,7 +134,8 @@ def own_address(host: str, listen_port: int) -> bool:
     proxy's name. Such requests are sent to the proxy's public host instead of being told
     "not configured"."""
     name, _, port = host.rpartition(":")
-    return port == str(listen_port) and name in ("localhost", "127.0.0.1", "[::1]")
+    # (An IPv6 literal never gets here: the Host check refuses brackets before.)
+    return port == str(listen_port) and name in ("localhost", "127.0.0.1")
 
 
 def not_licensed(pages: Pages, config_names: Mapping[str, str], vendor: Vendor) -> web.Response:
