@@ -84,6 +84,7 @@ def test_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cfg.vendors and cfg.network.libraries
     monkeypatch.setenv("LDAP_BIND_PASSWORD", "sample")
     monkeypatch.setenv("LIBPROXY_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("LIBPROXY_STATS_URL", "postgresql://libproxy@127.0.0.1:5432/libproxy")
     docker = config_mod.load(root / "config" / "docker.toml")
     assert docker.patrons.source == "ldap" and docker.sessions.store == "redis"
     assert config_mod.load(root / "config" / "ldap-example.toml").patrons.source == "ldap"
