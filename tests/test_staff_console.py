@@ -384,3 +384,51 @@ def test_staff_add_command(tmp_path: Path, monkeypatch) -> None:  # type: ignore
     assert set(accounts) == {"maria"} and accounts["maria"].role == "it"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert quote("a-long-password-1") not in path.read_text(encoding="utf-8")
+
+
+async def test_reload_from_the_console(tmp_path: Path, echo: EchoVendor) -> None:
+    import signal
+
+    from proxy.config import load
+
+    port = free_port()
+    patrons = write_patrons(tmp_path / "patrons.toml")
+    state = tmp_path / "state"
+    write_staff(state)
+    text = (f'[proxy]\nhost = "{PROXY_HOST}"\nstate_dir = "{state}"\n'
+            f'[patrons]\nsource = "local"\nfile = "{patrons}"\n'
+            f'[admin]\nlisten = "127.0.0.1:{port}"\n'
+            f'[[vendor]]\nid = "echo"\ntitle = "Echo"\nstart = "http://127.0.0.1:{echo.port}/"\n'
+            f'hosts = ["http://127.0.0.1:{echo.port}"]\ngroups = ["wolcott"]\n')
+    path = tmp_path / "proxy.toml"
+    path.write_text(text, encoding="utf-8")
+    hup = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with run_proxy(load(path)):
+        it = StaffClient(port)
+        await it.sign_in(IT_NAME, IT_PASSWORD)
+        # Not started by `libproxy serve` (no pid file): reloading is not offered.
+        _, page = await it.get("/it/config")
+        assert "Live reload is not available here" in page
+        # As `serve` does: the pid file, and SIGHUP handled by the running process.
+        (state / "libproxy.pid").write_text(f"{os.getpid()}\n", encoding="ascii")
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
+        try:
+            _, page = await it.get("/it/config")
+            assert "Reload the configuration" in page
+            path.write_text(text.replace('groups = ["wolcott"]', "groups = 5"), encoding="utf-8")
+            status, page = await it.post("/it/config/reload", {})
+            assert status == 200 and "Reload refused" in page and "groups" in page
+            assert not hup.is_set()
+            path.write_text(text, encoding="utf-8")
+            status, page = await it.post("/it/config/reload", {})
+            assert status == 200 and "reading it again now" in page
+            await asyncio.wait_for(hup.wait(), 10)
+            # A stale pid file naming another process is never signalled.
+            hup.clear()
+            (state / "libproxy.pid").write_text("1\n", encoding="ascii")
+            _, page = await it.post("/it/config/reload", {})
+            assert "not available" in page and not hup.is_set()
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+        await it.close()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import os
 import re
+import signal
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,15 @@ from aiohttp import web
 
 from proxy import context
 from proxy.config import from_dict
+from proxy.config import load as load_config
 from proxy.errors import ConfigError
 from proxy.staff import health
 from proxy.staff.state import CONSOLE, current
 from proxy.vendorcheck import check_vendor
 from proxy.vendors import parse_absolute_url
 from proxy.web.pages import sign_in_link
+
+log = logging.getLogger("libproxy.staff")
 
 MAX_CANDIDATE = 512 * 1024
 MAX_URL = 4096
@@ -137,7 +143,7 @@ async def config_page(request: web.Request) -> web.StreamResponse:
     await _audit(request, "config-view")
     return _page(request, "config.html", title="Configuration", path=str(path) if path else None,
                  text=mask_secrets(text) if text is not None else None, reload=_reload_hook(main) is not None,
-                 problems=None, candidate="", checked=False)
+                 problems=None, candidate="", checked=False, refused=False)
 
 
 def _check_candidate(text: str, base: Path) -> list[str]:
@@ -168,39 +174,77 @@ async def config_check(request: web.Request) -> web.StreamResponse:
     text = await asyncio.to_thread(_read_config, path)
     return _page(request, "config.html", title="Configuration", path=str(path) if path else None,
                  text=mask_secrets(text) if text is not None else None, reload=_reload_hook(main) is not None,
-                 problems=[mask_secrets(p) for p in problems], candidate=candidate, checked=True)
+                 problems=[mask_secrets(p) for p in problems], candidate=candidate, checked=True,
+                 refused=False)
+
+
+# Written by `libproxy serve` (proxy/server.py) for `libproxy reload`; the console sends the same
+# signal, so every worker process reloads, not only the one serving the console.
+PID_FILE = "libproxy.pid"
+
+
+def _serve_pid(main: web.Application) -> int | None:
+    path = main[context.CONFIG].proxy.state_dir / PID_FILE
+    try:
+        pid = int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    # SECURITY: only this process or its supervisor (the parent of the workers): a stale pid
+    # file must never make the console signal an unrelated process.
+    return pid if pid in (os.getpid(), os.getppid()) else None
 
 
 def _reload_hook(main: web.Application) -> Any:
-    """The live-reload hook of issue 13, if the running application has one: an application
-    key ``context.RELOAD`` holding a callable (sync or async) that re-reads the configuration
-    file and returns its problems (an empty list or None when the new configuration is in force)."""
+    """How to reload the running proxy, or None: an application hook ``context.RELOAD`` if one
+    is ever set (a callable, sync or async), else SIGHUP to the ``serve`` process, which
+    re-reads the file, swaps in what can change live and logs what waits for a restart."""
+    if main[context.CONFIG].path is None:
+        return None
     key = getattr(context, "RELOAD", None)
     if isinstance(key, web.AppKey) and key in main:
         return main[key]
-    return None
+    pid = _serve_pid(main)
+    if pid is None:
+        return None
+    return lambda: os.kill(pid, signal.SIGHUP)
+
+
+def _check_file(path: Path) -> list[str]:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 async def config_reload(request: web.Request) -> web.StreamResponse:
     main = request.app[CONSOLE].main
     hook = _reload_hook(main)
-    if hook is None:
+    path = main[context.CONFIG].path
+    if hook is None or path is None:
         await _audit(request, "config-reload", "not-available")
         return _page(request, "message.html", title="Reload not available",
-                     text="This version of the proxy cannot reload its configuration while running. "
-                          "Restart the service to put a changed file in force.")
+                     text="This proxy was not started with `libproxy serve` from a configuration file, so it "
+                          "cannot reload one while running. Restart it to put a changed file in force.")
+    # Checked here first, so that a broken file is refused with its problems on this page
+    # (the proxy would refuse it too, but only its log would say why).
+    problems = await asyncio.to_thread(_check_file, path)
+    if problems:
+        await _audit(request, "config-reload", "problems")
+        text = await asyncio.to_thread(_read_config, path)
+        return _page(request, "config.html", title="Configuration", path=str(path),
+                     text=mask_secrets(text) if text is not None else None, reload=True,
+                     problems=[mask_secrets(p) for p in problems], candidate="", checked=True,
+                     refused=True)
     result = hook()
     if inspect.isawaitable(result):
-        result = await result
-    problems = [str(p) for p in result] if isinstance(result, list | tuple) else []
-    if result is False:
-        problems = ["the reload was refused; see the service log"]
-    await _audit(request, "config-reload", "problems" if problems else "ok")
-    if problems:
-        return _page(request, "message.html", title="Reload refused",
-                     text="The file has problems; the running configuration is kept: " + "; ".join(problems))
-    return _page(request, "message.html", title="Configuration reloaded",
-                 text="The configuration file was read again and is now in force.")
+        await result
+    await _audit(request, "config-reload", "ok")
+    log.info("configuration reload asked for from the staff console")
+    return _page(request, "message.html", title="Configuration reload asked for",
+                 text="The file has no problems and the proxy is reading it again now. Vendors, library "
+                      "networks and connection shares change at once; changes to other sections wait "
+                      "for a restart (the service log names them).")
 
 
 async def health_page(request: web.Request) -> web.StreamResponse:
