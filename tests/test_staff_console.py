@@ -70,6 +70,9 @@ async def test_each_role_sees_its_pages_and_is_refused_the_others(tmp_path: Path
                 assert reply.status == 303 and reply.headers["Location"] == "/login", path
         async with anonymous.http.get(anonymous.base + "/stats?by=day", allow_redirects=False) as reply:
             assert reply.headers["Location"] == "/login"
+        # Monitoring stays open to the staff networks without a staff session.
+        async with anonymous.http.get(anonymous.base + "/healthz", allow_redirects=False) as reply:
+            assert reply.status == 200
         assert (await anonymous.sign_in(IT_NAME, "wrong-password-000"))[0] == 401
         assert (await anonymous.sign_in("nobody", IT_PASSWORD))[0] == 401
         await anonymous.close()
