@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,7 +33,17 @@ from typing import Any
 
 import pytest
 
-from tests.support import PROXY_HOST, Browser, EchoVendor, RunningProxy, base_config, run_echo_vendor, run_proxy
+from tests.support import (
+    PROXY_HOST,
+    Browser,
+    EchoVendor,
+    RunningProxy,
+    base_config,
+    free_port,
+    run_echo_vendor,
+    run_proxy,
+    write_patrons,
+)
 
 ATTACKER_ADDRESS = "127.0.0.1"
 BYSTANDER_ADDRESS = "127.0.0.3"
@@ -393,3 +407,56 @@ def in_proxy_space(location: str, base: str, proxy_host: str = PROXY_HOST) -> bo
     if host is None or scheme not in ("http", "https"):
         return False
     return host == proxy_host or host.endswith("." + proxy_host)
+
+
+# ----------------------------------------------------------------------------------------------
+# The proxy as ``libproxy serve`` runs it: a child process with a TOML file (production's
+# keep-alive deadline and logging, which an in-process AppRunner does not have).
+
+
+def _toml(value: object) -> str:
+    return json.dumps(value)
+
+
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, echo: EchoVendor, *, keepalive: str = "15s", log_level: str = "INFO",
+                patrons: Path | None = None) -> AsyncIterator[tuple[int, Path]]:
+    """Run ``python -m proxy serve`` on a free port; yields (port, the file its stderr goes to)."""
+    port = free_port()
+    if patrons is None:
+        patrons = write_patrons(tmp_path / "patrons.toml")
+    config = tmp_path / "libproxy.toml"
+    config.write_text("\n".join([
+        "[proxy]", f"listen = {_toml(f'127.0.0.1:{port}')}", f"host = {_toml(PROXY_HOST)}",
+        f"state_dir = {_toml(str(tmp_path / 'state'))}", f"keepalive = {_toml(keepalive)}",
+        "[library]", 'id = "wolcott.lib.ct.us"', 'name = "Wolcott Public Library"',
+        "[patrons]", 'source = "local"', f"file = {_toml(str(patrons))}",
+        "[admin]", 'listen = ""',
+        "[[vendor]]", 'id = "echo"', 'title = "Echo"', f"start = {_toml(echo.origin + '/echo')}",
+        f"hosts = [{_toml(echo.origin)}]", 'groups = ["wolcott"]', "",
+    ]), encoding="utf-8")
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy", "--log-level", log_level, "serve", "--config",
+                                 str(config)], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + WAIT
+            for _ in range(100_000):
+                assert proc.poll() is None, log.read_text(errors="replace")
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    assert time.monotonic() < deadline, "serve did not start listening"
+                    await asyncio.sleep(0.1)  # polling for the port to open: the only signal a child gives
+                    continue
+                writer.close()
+                break
+            yield port, log
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=WAIT)

@@ -11,17 +11,13 @@ import asyncio
 import contextlib
 import gzip
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import WAIT, World, default_vendor, open_world
-from tests.support import PROXY_HOST, EchoVendor, free_port, write_patrons
+from tests.security.conftest import WAIT, World, default_vendor, open_world, serve
+from tests.support import PROXY_HOST, EchoVendor
 
 
 async def read_response(reader: asyncio.StreamReader, timeout: float = WAIT) -> tuple[int, dict[str, str], bytes]:
@@ -349,33 +345,13 @@ async def test_limits_10_vendor_never_answers_504_others_served_bad_inputs_10(tm
         await world.bystander.served()
 
 
-def _toml(value: object) -> str:
-    return json.dumps(value)
-
-
 @pytest.mark.slow
 async def test_limits_10_idle_and_slowloris_closed_by_keepalive_deadline_of_serve(tmp_path: Path,
                                                                                  echo: EchoVendor) -> None:
     """The proxy as ``libproxy serve`` runs it (``[proxy] keepalive``, 2 s here): a connection
     that sends nothing, or trickles a header a byte at a time, is closed; aiohttp alone would
     keep it for 75 s (run_app) or an hour (AppRunner)."""
-    port = free_port()
-    patrons = write_patrons(tmp_path / "patrons.toml")
-    config = tmp_path / "libproxy.toml"
-    config.write_text("\n".join([
-        "[proxy]", f"listen = {_toml(f'127.0.0.1:{port}')}", f"host = {_toml(PROXY_HOST)}",
-        f"state_dir = {_toml(str(tmp_path / 'state'))}", 'keepalive = "2s"',
-        "[library]", 'id = "wolcott.lib.ct.us"', 'name = "Wolcott Public Library"',
-        "[patrons]", 'source = "local"', f"file = {_toml(str(patrons))}",
-        "[admin]", 'listen = ""',
-        "[[vendor]]", 'id = "echo"', 'title = "Echo"', f"start = {_toml(echo.origin + '/')}",
-        f"hosts = [{_toml(echo.origin)}]", 'groups = ["wolcott"]', "",
-    ]), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        await _wait_listening(port, proc)
+    async with serve(tmp_path, echo, keepalive="2s") as (port, _):
         # Idle: connect and send nothing.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await closed(reader, timeout=WAIT), "an idle connection was kept open"
@@ -401,25 +377,3 @@ async def test_limits_10_idle_and_slowloris_closed_by_keepalive_deadline_of_serv
         assert status == 200
         writer.close()
         assert echo.received == []
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=WAIT)
-
-
-async def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + WAIT
-    for _ in range(10_000):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "serve exited"
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            assert time.monotonic() < deadline, "serve did not start listening"
-            await asyncio.sleep(0.1)  # polling for the port to open: the only signal a child gives
-            continue
-        writer.close()
-        return
-
