@@ -153,7 +153,7 @@ class RawReply:
 
     @property
     def status(self) -> int | None:
-        if not self.data.startswith(b"HTTP/1."):
+        if not self.data.startswith(b"HTTP/"):
             return None
         return int(self.data[9:12])
 
@@ -163,7 +163,7 @@ class RawReply:
         out: list[tuple[int, dict[str, str], bytes]] = []
         data = self.data
         for _ in range(100):  # bounded: a connection carries a few responses at most here
-            if not data.startswith(b"HTTP/1."):
+            if not data.startswith(b"HTTP/"):
                 break
             head, sep, rest = data.partition(b"\r\n\r\n")
             if not sep:
