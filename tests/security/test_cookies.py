@@ -8,19 +8,24 @@ of the proxy's can have must stay behind, while a vendor's cookie is passed (the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import logging
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.security.conftest import World, default_vendor, open_world
-from tests.support import PROXY_HOST, Browser, EchoVendor, base_config, run_proxy
+from tests.support import PROXY_HOST, Browser, EchoVendor, Reply, base_config, run_proxy
 
 # Every cookie name the proxy sets (context.Site: http and https forms), and spellings a browser
 # or a vendor script could send them under (prefixes match case-insensitively in browsers).
@@ -217,3 +222,92 @@ async def test_cookies_6_every_proxy_cookie_httponly_samesite_github_yummy_cooki
     for raw in issued:
         if "domain=" in raw.lower():
             assert raw.lower().startswith("libproxy_bind="), raw
+
+
+async def test_cookies_6_plain_http_for_a_public_name_warned_at_start_issue11(tmp_path: Path, echo: EchoVendor,
+                                                                              caplog: pytest.LogCaptureFixture
+                                                                              ) -> None:
+    """Issue 11 (unclear, decided): over plain http the session cookie cannot be __Host-, so a
+    vendor script could toss a domain-wide copy; the proxy says at start that production needs
+    https, for any name but a loopback one."""
+    vendor = default_vendor(echo)
+    caplog.set_level(logging.WARNING, logger="libproxy")
+    async with run_proxy(base_config(tmp_path, [vendor], proxy={"host": "proxy.library.example"})):
+        pass
+    public = [r.getMessage() for r in caplog.records if "https" in r.getMessage() and r.levelno >= logging.WARNING]
+    assert public and "proxy.library.example" in public[0] and "__Host-" in public[0]
+    caplog.clear()
+    (tmp_path / "local").mkdir()
+    async with run_proxy(base_config(tmp_path / "local", [vendor], proxy={"host": PROXY_HOST})):
+        pass
+    assert not [r for r in caplog.records if "__Host-" in r.getMessage()]
+
+
+async def _hostile_vendor(request: web.Request) -> web.StreamResponse:
+    origin = f"http://{request.host}"
+    response = web.Response(text="<html>hostile</html>", content_type="text/html")
+    for name, value in (
+        ("Strict-Transport-Security", "max-age=63072000; includeSubDomains; preload"),
+        ("Clear-Site-Data", '"cookies", "storage"'), ("Alt-Svc", 'h3=":443"; ma=86400'),
+        ("Public-Key-Pins", 'pin-sha256="x"; max-age=1'), ("Report-To", '{"url":"https://evil.example/r"}'),
+        ("NEL", '{"report_to":"default","max_age":1}'), ("Reporting-Endpoints", 'default="https://evil.example/r"'),
+        ("Set-Cookie", "libproxy=attacker; Domain=proxy.localhost; Path=/"), ("Set-Cookie", "vsess=1; Path=/"),
+        ("Access-Control-Allow-Origin", "https://evil.example"), ("Access-Control-Allow-Credentials", "true"),
+        ("Content-Security-Policy", f"default-src 'self' {origin} https://evil.example; report-uri https://evil.example/c"),
+        ("Refresh", "0; url=http://10.0.0.5/"), ("Link", "<https://evil.example/x.js>; rel=preload; as=script"),
+        ("Service-Worker-Allowed", "/"), ("Set-Login", "logged-in"),
+    ):
+        response.headers.add(name, value)
+    return response
+
+
+@contextlib.asynccontextmanager
+async def hostile_world(tmp_path: Path, echo: EchoVendor) -> AsyncIterator[tuple[World, Reply, int]]:
+    """A world with a second vendor that answers every page with hostile headers; yields the
+    world, the attacker's first page from it, and its port."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", _hostile_vendor)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        hostile = {"id": "hostile", "title": "Hostile", "start": f"http://127.0.0.1:{port}/",
+                   "hosts": [f"http://127.0.0.1:{port}"], "groups": ["wolcott"]}
+        async with open_world(tmp_path, echo=echo, vendors=[default_vendor(echo), hostile]) as world:
+            reply = await world.attacker.sign_in("1000", "1111", f"http://127.0.0.1:{port}/page")
+            assert reply.status == 200 and reply.text == "<html>hostile</html>"
+            yield world, reply, port
+    finally:
+        await runner.cleanup()
+
+
+async def test_cookies_6_vendor_response_headers_dropped_or_mapped_ezproxy_5_7_42(tmp_path: Path,
+                                                                                echo: EchoVendor) -> None:
+    async with hostile_world(tmp_path, echo) as (world, reply, port):
+        names = {k.lower() for k in reply.headers}
+        for dropped in ("strict-transport-security", "clear-site-data", "alt-svc", "public-key-pins", "report-to",
+                        "nel", "reporting-endpoints"):
+            assert dropped not in names, dropped
+        assert reply.headers_all("Set-Cookie") == [] or all(
+            "attacker" not in c and "vsess" not in c for c in reply.headers_all("Set-Cookie"))
+        assert "evil.example" not in (reply.header("Access-Control-Allow-Origin") or "")
+        for value in reply.headers_all("Content-Security-Policy"):
+            assert "evil.example" not in value and f"127.0.0.1:{port}" not in value, value
+        assert "10.0.0.5" not in (reply.header("Refresh") or "")
+        assert "evil.example" not in " ".join(reply.headers_all("Link"))
+        assert "attacker" not in str(world.attacker.domain_cookies) and "vsess" not in str(world.attacker.cookies)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "proxy/forward/headers.py DROPPED_RESPONSE lacks Service-Worker-Allowed and Set-Login, which "
+    "bad-inputs.md 6.8 lists as never to reach the browser: a vendor can widen its service worker's "
+    "scope to its whole proxied host (a worker that outlives sign-out) and signal a login state to the "
+    "browser under the proxy's name"))
+async def test_cookies_6_service_worker_allowed_and_set_login_dropped_bad_inputs_6_8(tmp_path: Path,
+                                                                                   echo: EchoVendor) -> None:
+    async with hostile_world(tmp_path, echo) as (_, reply, _):
+        names = {k.lower() for k in reply.headers}
+        assert "service-worker-allowed" not in names
+        assert "set-login" not in names
