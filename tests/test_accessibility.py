@@ -353,3 +353,50 @@ async def test_the_proxy_port_under_localhost_leads_to_the_proxy(tmp_path: Path,
             await page.goto(f"http://{name}:{proxy.port}/")
             assert await page.url() == f"http://proxy.localhost:{proxy.port}/databases"
             assert "Echo Vendor" in await page.text()
+
+
+async def test_staff_pages(tmp_path: Path, echo: EchoVendor, axe: str) -> None:
+    """The staff console's pages (English only) pass the same axe rules, statistics included."""
+    from proxy.context import RECORDS
+    from tests.staff_support import DIRECTOR_NAME, DIRECTOR_PASSWORD, IT_NAME, IT_PASSWORD, write_staff
+
+    admin_port = free_port()
+    config = base_config(tmp_path, [vendor_entry(echo)], admin={"listen": f"127.0.0.1:{admin_port}"},
+                         records={"threshold": 2})
+    write_staff(config.proxy.state_dir)
+    base = f"http://127.0.0.1:{admin_port}"
+    checked = Checked()
+    roles = ((IT_NAME, IT_PASSWORD, ["/", "/audit", "/it/vendors", "/it/needed-hosts", "/it/config", "/it/health",
+                                      "/it/locks"]),
+             (DIRECTOR_NAME, DIRECTOR_PASSWORD, ["/director/stats", "/director/stats?by=month", "/director/privacy",
+                                                 "/director/privacy/preview", "/director/retention",
+                                                 "/director/records-request"]))
+    async with run_proxy(config) as running, chromium() as page:
+        stats = running.app[RECORDS].stats
+        for kind, n in (("session", 1), ("request", 7), ("search", 3), ("download", 2)):
+            stats.record("echo", kind=kind, n=n, in_library=False)  # type: ignore[arg-type]
+        await stats.flush()
+        await page.goto(f"{base}/login")
+        found = await axe_violations(page, axe)
+        if found:
+            checked.violations["staff/login"] = found
+        for name, password, paths in roles:
+            await page.goto(f"{base}/login")
+            await page.submit_and_wait(
+                f"document.getElementById('name').value = {json.dumps(name)};"
+                f"document.getElementById('password').value = {json.dumps(password)};"
+                "document.querySelector('main form').submit()")
+            for path in paths:
+                await page.goto(base + path)
+                assert "sign-in" not in (await page.url()), path
+                found = await axe_violations(page, axe)
+                assert isinstance(found, list), path
+                if found:
+                    checked.violations[f"staff{path}"] = found
+                folder = SCREENSHOTS / "staff"
+                folder.mkdir(parents=True, exist_ok=True)
+                shot = path.strip("/").replace("/", "-").replace("?", "-") or "home"
+                await page.screenshot(str(folder / f"{shot}.png"))
+            await page.submit_and_wait("document.querySelector('form.signout').submit()")
+    problems = checked.problems()
+    assert not problems, "\n".join(problems)
