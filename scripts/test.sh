@@ -10,6 +10,7 @@ command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need_pkgs+=(slapd)
 command -v ldapwhoami >/dev/null 2>&1 || need_pkgs+=(ldap-utils)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)  # fetches axe-core for tests/test_accessibility.py
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
