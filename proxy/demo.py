@@ -25,8 +25,9 @@ DEMO_PIN = "2468"
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
-<style>body{{font-family:Georgia,serif;max-width:42rem;margin:2rem auto;padding:0 1rem;overflow-wrap:anywhere}}
-th{{text-align:left;vertical-align:top;padding-right:1rem}} pre{{white-space:pre-wrap;overflow-wrap:anywhere}}
+<style>body{{font-family:Georgia,serif;max-width:42rem;margin:2rem auto;padding:0 1rem}}
+th{{text-align:left;vertical-align:top;padding-right:1rem;white-space:nowrap}} td{{overflow-wrap:anywhere}}
+pre{{white-space:pre-wrap;overflow-wrap:anywhere}}
 </style></head>
 <body><h1>{title}</h1>{body}
 <hr><p><a href="http://{host}/">Encyclopedia home</a> · <a href="/whoami">What this site received</a></p>
