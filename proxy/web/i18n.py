@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import gettext as _gettext
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TypedDict
@@ -32,7 +32,10 @@ SOURCE_LANGUAGE = "en"
 COOKIE = "libproxy_lang"
 COOKIE_MAX_AGE = 365 * 86400
 
-_language: ContextVar[str] = ContextVar("libproxy_language", default=SOURCE_LANGUAGE)
+_language: ContextVar[str | None] = ContextVar("libproxy_language", default=None)
+# How to choose the language, when a page first needs it: most requests are proxied to a vendor
+# and never render a page, so they never pay for reading Accept-Language.
+_chooser: ContextVar[Callable[[], str] | None] = ContextVar("libproxy_language_chooser", default=None)
 _RANGE = re.compile(r"^\s*([A-Za-z]{1,8})(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([01](?:\.\d{0,3})?))?\s*$")
 
 
@@ -61,13 +64,25 @@ def translations(language: str) -> _gettext.NullTranslations:
 
 
 def current() -> str:
-    """The language of the request being served."""
-    return _language.get()
+    """The language of the request being served (chosen on first use, see ``choose_later``)."""
+    language = _language.get()
+    if language is None:
+        chooser = _chooser.get()
+        language = chooser() if chooser is not None else SOURCE_LANGUAGE
+        use(language)
+        return current()
+    return language
 
 
 def use(language: str) -> None:
     """Serve the rest of this request (this task) in ``language``."""
     _language.set(language if language in SUPPORTED else SOURCE_LANGUAGE)
+
+
+def choose_later(chooser: Callable[[], str]) -> None:
+    """Serve this request in the language ``chooser`` returns, asked when a text first needs it."""
+    _chooser.set(chooser)
+    _language.set(None)
 
 
 def gettext(message: str) -> str:

@@ -12,6 +12,7 @@ autoescaping, the same translations, the same headers.
 
 from __future__ import annotations
 
+import functools
 import re
 from contextvars import ContextVar
 from pathlib import Path
@@ -37,8 +38,8 @@ LANGUAGE_PATH = "/language/"
 # A path of the proxy's own host that a language link may return to: a plain path and query
 # of printable characters, never "//host" or a backslash (which browsers read as a host).
 _RETURN_PATH = re.compile(r"^/(?![/\\])[\x21-\x7e]{0,2000}$")
-# Where the language links of the request being served return to (set by Pages.begin).
-_HERE: ContextVar[str] = ContextVar("libproxy_here", default="/databases")
+# The request being served, for its pages' language links (set by Pages.begin).
+_REQUEST: ContextVar[web.Request | None] = ContextVar("libproxy_request", default=None)
 
 
 def redirect(location: str, status: int = 303) -> web.Response:
@@ -95,15 +96,24 @@ class Pages:
     # -- the request's language -------------------------------------------------------------
 
     def begin(self, request: web.Request) -> None:
-        """Choose the language for this request (its task) from the patron's cookie, else the
-        browser's Accept-Language, else the library's first language."""
-        i18n.use(i18n.negotiate(request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language"),
-                                self.languages))
-        # Where a language link on this page returns: the same page (its path, without the
-        # query), when it is a page of the proxy's own host that a GET shows again; the
-        # database list otherwise. Message pages always return to the list (message()).
-        own = request.headers.get("Host", "").lower() == self._proxy_host and request.method == "GET"
-        _HERE.set(safe_return_path(request.raw_path.partition("?")[0]) if own else "/databases")
+        """Start a request: its pages will speak the patron's chosen language (the cookie), else
+        the browser's (Accept-Language), else the library's first; chosen only if a page or a
+        text is needed (most requests are forwarded to a vendor and need neither)."""
+        i18n.choose_later(functools.partial(self._negotiate, request))
+        _REQUEST.set(request)
+
+    def _negotiate(self, request: web.Request) -> str:
+        return i18n.negotiate(request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language"),
+                              self.languages)
+
+    def _here(self) -> str:
+        """Where a language link on this page returns: the same page (its path, without the
+        query), when it is a page of the proxy's own host that a GET shows again; the database
+        list otherwise. Message pages always return to the list (message())."""
+        request = _REQUEST.get()
+        if request is None or request.method != "GET" or request.headers.get("Host", "").lower() != self._proxy_host:
+            return "/databases"
+        return safe_return_path(request.raw_path.partition("?")[0])
 
     def language_response(self, request: web.Request, code: str) -> web.Response:
         """The language link: remember the choice and go back to the page it was made on."""
@@ -124,7 +134,7 @@ class Pages:
     def _globals(self, here: str | None) -> dict[str, Any]:
         language = i18n.current()
         library = self._library
-        back = here or _HERE.get()
+        back = here or self._here()
         return {
             "lang": language,
             "library_name": library.text("name", language) if library else self._library_name,
