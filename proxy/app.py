@@ -79,6 +79,7 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
     instead of several is measurably faster.)"""
     pages = request.app[context.PAGES]
     try:
+        pages.begin(request)  # the request's language, for every page it may get
         return await serve(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -133,6 +134,9 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         if target is None:
             # Decided before anything else is looked at: no session lookup for unknown hosts.
             config = app[context.CONFIG]
+            if web_routes.own_address(host, config.proxy.listen_port):
+                # http://localhost:8080/ typed for the proxy: its own host, not "not configured".
+                return redirect(f"{config.proxy.public_origin}/databases", 302)
             moved = old_link(host, request.raw_path, config.old_hosts, routes.vendors, config.proxy.public_origin)
             if moved is not None:
                 return redirect(moved, 301)
@@ -328,7 +332,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         records.retention.add("needed-hosts", needed.purge)
         site = context.Site.from_config(config)
         routes = build_routes(config, site)
-        pages = Pages(config.library.name, config.proxy.public_origin, config.proxy.host, config.proxy.scheme)
+        pages = Pages.from_config(config)
         minter = AssertionMinter(shared.keys, issuer=config.proxy.public_origin, scope=config.library.scope,
                                  lifetime=config.assertion.lifetime)
         app[context.CONFIG] = config

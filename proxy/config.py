@@ -38,6 +38,20 @@ class LibraryConfig:
     id: str
     name: str
     scope: str  # the right-hand side of member@scope in the assertion
+    # Patron pages (docs/patron-pages.md): the languages offered (the first is the default), who
+    # to ask about privacy, and the library's own look.
+    languages: tuple[str, ...] = ("en", "es")
+    contact: str = ""
+    # The name and contact in other languages: {"es": {"name": ..., "contact": ...}}.
+    texts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    logo: Path | None = None
+    accent: str | None = None  # "#rrggbb", checked for contrast against the white page
+    templates: Path | None = None  # a folder of template overrides
+
+    def text(self, key: str, language: str) -> str:
+        """The library's ``name`` or ``contact`` in ``language``, or as given in [library]."""
+        default = self.name if key == "name" else self.contact
+        return self.texts.get(language, {}).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -237,10 +251,11 @@ def from_dict(data: Mapping[str, Any], *, base: Path, path: Path | None = None) 
         id=library_id,
         name=lib.str("name", "Your Library"),
         scope=lib.str("scope", library_id),
+        **_library_look(lib),
     )
     if not valid_scope(library.scope):
         lib.bad("scope", f"must be a domain-like scope such as \"wolcott.lib.ct.us\", not {shown(library.scope)}")
-    lib.unknown_keys()
+    lib.unknown_keys(library.languages)
 
     pat = root.sub("patrons")
     parsers = _patron_parsers()
@@ -397,6 +412,61 @@ def operator_addresses(config: Config) -> set[str]:
             except ValueError:
                 continue
     return found
+
+
+def _library_look(lib: Reader) -> dict[str, Any]:
+    """[library] languages, contact, per-language texts, logo, accent and template folder."""
+    from proxy.web.i18n import SUPPORTED
+
+    languages = lib.str_list("languages", ("en", "es"))
+    for code in languages:
+        if code not in SUPPORTED:
+            lib.bad("languages", f"{shown(code)} is not a language the pages are written in "
+                                 f"({', '.join(shown(c) for c in SUPPORTED)})")
+    languages = tuple(dict.fromkeys(c for c in languages if c in SUPPORTED)) or ("en",)
+    texts: dict[str, dict[str, str]] = {}
+    for code in languages:
+        if lib.has(code):
+            per = lib.sub(code)
+            texts[code] = {k: v for k in ("name", "contact") if (v := per.str(k))}
+            per.unknown_keys()
+    logo = lib.path("logo")
+    if logo is not None and (not logo.is_file() or logo.suffix.lower() not in LOGO_TYPES):
+        lib.bad("logo", f"{shown(str(logo))} must be an existing {', '.join(sorted(LOGO_TYPES))} file")
+        logo = None
+    accent = lib.str("accent") or None
+    if accent is not None:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", accent):
+            lib.bad("accent", f"must be a colour like \"#0b5394\", not {shown(accent)}")
+            accent = None
+        elif (ratio := contrast_ratio(accent, "#ffffff")) < 4.5:
+            # WCAG 2.1 AA (1.4.3): links in the accent colour on the white page, and white text
+            # on accent buttons, both need 4.5:1; the two ratios are the same number.
+            lib.bad("accent", f"{shown(accent)} has a contrast of {ratio:.1f}:1 with the white page; WCAG AA "
+                              "needs at least 4.5:1 for text (choose a darker colour)")
+            accent = None
+    templates = lib.path("templates")
+    if templates is not None and not templates.is_dir():
+        lib.bad("templates", f"{shown(str(templates))} is not a folder")
+        templates = None
+    return {"languages": languages, "contact": lib.str("contact"), "texts": texts, "logo": logo,
+            "accent": accent.lower() if accent else None, "templates": templates}
+
+
+# Logo files the proxy serves, by suffix, with the type they are sent as.
+LOGO_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+              ".gif": "image/gif", ".webp": "image/webp"}
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG 2.1 contrast ratio of two "#rrggbb" colours (1.0 to 21.0)."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 def warnings(config: Config) -> list[str]:
