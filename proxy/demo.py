@@ -183,7 +183,9 @@ def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: st
         "sessions": {"store": "memory"},
         "vendor": [{
             "id": "demo", "title": "Demo Encyclopedia",
-            "description": "A small site on this computer standing in for a vendor.",
+            # A vendor's description is the library's text in one language: the demo's language.
+            "description": ("Un pequeño sitio en esta computadora que hace de proveedor." if language == "es"
+                            else "A small site on this computer standing in for a vendor."),
             "start": f"http://127.0.0.1:{vendor_port}/",
             "hosts": [f"http://127.0.0.1:{vendor_port}"],
             "groups": ["wolcott", "bibliomation"],
