@@ -270,3 +270,21 @@ def test_demo_prints_what_to_try_and_speaks_spanish(tmp_path: Path) -> None:
                  "/session", "/privacy", "/logout"):
         assert item in text, item
     assert "/language/" not in what_to_try(demo_config(tmp_path, 8080, 8081), "en")
+
+
+async def test_demo_in_spanish_opens_spanish_pages(tmp_path: Path) -> None:
+    proxy_port, vendor_port = free_port(), free_port()
+    config = demo_config(tmp_path / "state", proxy_port, vendor_port, "es")
+    async with run_proxy(config, port=proxy_port) as running:
+        b = Browser(running)
+        open_url = what_to_try(config, "es").split("Open:", 1)[1].split()[0]
+        page = await b.get(open_url, headers={"Accept-Language": "en-US,en"})
+        assert page.url == f"http://proxy.localhost:{proxy_port}/databases"
+        assert '<html lang="es">' in page.text and "Bases de datos en línea" in page.text
+        assert "Biblioteca Pública de Wolcott (demostración)" in page.text and "hace de proveedor" in page.text
+        # Without the patron's choice, a browser asking for nothing the library offers gets Spanish first.
+        fresh = Browser(running)
+        assert '<html lang="es">' in (await fresh.get(f"http://proxy.localhost:{proxy_port}/databases",
+                                                      headers={"Accept-Language": "de"})).text
+        await b.close()
+        await fresh.close()
