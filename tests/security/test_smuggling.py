@@ -168,7 +168,10 @@ async def test_smuggling_7_h2c_upgrade_stripped_bishopfox(world: World) -> None:
     mark = world.mark()
     head = world.request_head("GET", "/echo/attack/h2c", "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c",
                               "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA")
-    reply = await world.raw(head + b"\r\n" + world.smuggled("h2c"))
+    # (aiohttp takes the bytes after an Upgrade request as the new protocol's: the pipelined
+    # request is never parsed, and the connection waits for the keep-alive deadline)
+    reply = await world.raw(head + b"\r\n" + world.smuggled("h2c"), wait=3)
+    assert reply.status == 200
     assert reply.status != 101 and b"101 Switching" not in reply.data
     for r in world.since(mark):
         names = r.names()
