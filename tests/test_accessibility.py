@@ -171,9 +171,17 @@ async def check_page(page: Page, axe: str, checked: Checked, language: str, name
         left = sorted(t for t in set(texts) & set(checked.texts[("en", name)]) if not _names_only(t))
         if left:
             checked.english_left[label] = left
-    folder = SCREENSHOTS / language
-    folder.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(str(folder / f"{name}.png"))
+    await full_page_screenshot(page, SCREENSHOTS / language / f"{name}.png")
+
+
+async def full_page_screenshot(page: Page, path: Path) -> None:
+    """The whole page, not only the window, so a reader of the screenshots sees all of it."""
+    metrics = await page.send("Page.getLayoutMetrics")
+    size = metrics["cssContentSize"]
+    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                           clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 # -- the servers -----------------------------------------------------------------------------------
@@ -393,10 +401,8 @@ async def test_staff_pages(tmp_path: Path, echo: EchoVendor, axe: str) -> None:
                 assert isinstance(found, list), path
                 if found:
                     checked.violations[f"staff{path}"] = found
-                folder = SCREENSHOTS / "staff"
-                folder.mkdir(parents=True, exist_ok=True)
                 shot = path.strip("/").replace("/", "-").replace("?", "-") or "home"
-                await page.screenshot(str(folder / f"{shot}.png"))
+                await full_page_screenshot(page, SCREENSHOTS / "staff" / f"{shot}.png")
             await page.submit_and_wait("document.querySelector('form.signout').submit()")
     problems = checked.problems()
     assert not problems, "\n".join(problems)
