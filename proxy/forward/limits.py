@@ -13,9 +13,9 @@ Two kinds of slots, both held from the moment a request leaves until its answer 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from types import TracebackType
 
 
 @dataclass
@@ -34,31 +34,61 @@ class Slots:
     wait: float  # seconds a request may queue for a slot
     _slots: dict[str, _Slot] = field(default_factory=dict)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[bool]:
-        """True while holding a slot for ``key``; False when none came free within ``wait``."""
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _Slot(asyncio.Semaphore(self.limit))
-        slot.users += 1
-        try:
-            try:
-                async with asyncio.timeout(self.wait):
-                    await slot.semaphore.acquire()
-            except TimeoutError:
-                yield False
-                return
-            slot.held += 1
-            try:
-                yield True
-            finally:
-                slot.held -= 1
-                slot.semaphore.release()
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                self._slots.pop(key, None)
+    def hold(self, key: str) -> AbstractAsyncContextManager[bool]:
+        """``async with slots.hold(key) as ok``: ``ok`` is True while holding a slot for
+        ``key``, False when none came free within ``wait``."""
+        return _Hold(self, key)
 
     def in_use(self, key: str) -> int:
         slot = self._slots.get(key)
         return 0 if slot is None else slot.held
+
+
+class _Hold:
+    """The context of one hold. A class rather than a generator-based context manager: it is
+    entered twice on every proxied request, and a free slot (the usual case) is then taken
+    without a timer or a generator frame."""
+
+    __slots__ = ("got", "key", "slot", "slots")
+
+    def __init__(self, slots: Slots, key: str) -> None:
+        self.slots = slots
+        self.key = key
+        self.got = False
+        slot = slots._slots.get(key)
+        if slot is None:
+            slot = slots._slots[key] = _Slot(asyncio.Semaphore(slots.limit))
+        slot.users += 1
+        self.slot = slot
+
+    async def __aenter__(self) -> bool:
+        semaphore = self.slot.semaphore
+        try:
+            if semaphore.locked():
+                try:
+                    async with asyncio.timeout(self.slots.wait):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    return False
+            else:
+                await semaphore.acquire()  # free: returns at once
+        except BaseException:
+            self._leave()
+            raise
+        self.got = True
+        self.slot.held += 1
+        return True
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if self.got:
+            self.got = False
+            self.slot.held -= 1
+            self.slot.semaphore.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        slot = self.slot
+        slot.users -= 1
+        if slot.users == 0 and self.slots._slots.get(self.key) is slot:
+            del self.slots._slots[self.key]
