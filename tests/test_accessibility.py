@@ -289,14 +289,17 @@ async def test_every_page_in_both_languages(tmp_path: Path, echo: EchoVendor, ax
             await page.submit_and_wait("document.getElementById('card').value = '9999';"
                                        "document.getElementById('pin').value = '0000';"
                                        "document.querySelector('form').submit()")
+            assert await page.evaluate("document.getElementById('login-error') !== null")
             await check("sign-in-error")
             for _ in range(3):
                 await page.goto(f"{origin}/login?url={start}")
                 await page.submit_and_wait("document.getElementById('card').value = '2000';"
                                            "document.getElementById('pin').value = '0000';"
                                            "document.querySelector('form').submit()")
-                if "Too many" in await page.text() or "Demasiados" in await page.text():
+                if "Too many attempts" in await page.text() or "Demasiados intentos" in await page.text():
                     break
+            else:
+                raise AssertionError("the card was never locked")
             await check("sign-in-locked")
             await page.goto(f"{origin}/login?url={start}")
             await sign_in_by_keyboard(page, "1000", "1111")
