@@ -7,7 +7,8 @@ Host names (mapped to 127.0.0.1 by the proxy's ``[upstream] hosts``):
                        percent-encoded return URL, a <base> page, a meta-refresh page
     cdn.vendor.test    a gzip-compressed script that builds the API's URL at run time, a
                        brotli-compressed stylesheet with @import and url(), an image, a PDF
-                       served with Range support
+                       served with Range support, a web font and a ``crossorigin`` script
+                       (loaded in CORS mode without cookies, as browsers do)
     api.vendor.test    JSON with JSON-escaped URLs, CORS for the www origin
     login.vendor.test  sign-on: a cross-host redirect chain ending on www with a cookie set for
                        the parent domain (Domain=vendor.test)
@@ -74,7 +75,11 @@ def multihost_app(port: int, pdf: Path) -> web.Application:
 <link rel="stylesheet" href="{cdn}/site.css">
 <style>.hero {{ background: url('{cdn}/logo.png'); }}</style>
 <script src="{cdn}/app.js"></script>
+<script crossorigin="anonymous" src="{cdn}/cors.js"></script>
+<style>@font-face {{ font-family: VendorFont; src: url({cdn}/font.woff2) format('woff2'); }}
+.f {{ font-family: VendorFont, serif; }}</style>
 </head><body>
+<p class="f" id="cors">the crossorigin script did not run</p>
 <h1 class="hero">Vendor home</h1>
 <p id="out">scripts did not run</p>
 <p id="sso">{"signed on at the vendor" if request.cookies.get("vendor_sso") else "not signed on"}</p>
@@ -126,6 +131,13 @@ def multihost_app(port: int, pdf: Path) -> web.Application:
                    f".logo {{ background-image: url(\"//cdn.vendor.test:{port}/logo.png\"); }}\n").encode()
             return web.Response(body=brotli.compress(css), content_type="text/css",
                                 headers={"Content-Encoding": "br"})
+        cors = {"Access-Control-Allow-Origin": "*"}  # a CDN's usual answer to CORS-mode loads
+        if path == "/cors.js":
+            script = ("document.addEventListener('DOMContentLoaded', function () {\n"
+                      "  document.getElementById('cors').textContent = 'crossorigin script ran';\n});\n")
+            return web.Response(text=script, content_type="application/javascript", headers=cors)
+        if path == "/font.woff2":
+            return web.Response(body=b"wOF2" + bytes(60), content_type="font/woff2", headers=cors)
         if path == "/extra.css":
             return web.Response(text="h1 { color: #333; }\n", content_type="text/css")
         if path == "/logo.png":

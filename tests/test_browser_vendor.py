@@ -88,6 +88,12 @@ async def test_vendor_site_works_and_the_browser_stays_inside(setup: Setup) -> N
                                     ".naturalWidth") == 1
         assert await page.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(51, 51, 51)"
         assert await page.evaluate("document.getElementById('out').dataset.inline") == f"{home}/inline"
+        # Web fonts and crossorigin scripts load from the cdn host in CORS mode without cookies
+        # (issue 14): relayed as static assets of the same vendor, not sent to sign in.
+        assert await wait_for(page, "document.getElementById('cors').textContent === 'crossorigin script ran'")
+        font = setup.proxied("cdn.vendor.test") + "/font.woff2"
+        await page.evaluate("document.fonts.load('16px VendorFont').catch(function () {})")
+        assert await wait_for(page, f"(performance.getEntriesByName('{font}')[0] || {{}}).responseStatus") == 200
         srcset = await page.evaluate("document.querySelector('img').getAttribute('srcset')")
         assert str(srcset).startswith(setup.proxied("cdn.vendor.test"))
 
