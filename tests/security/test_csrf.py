@@ -27,12 +27,14 @@ async def test_csrf_logout_cross_site_get_does_not_sign_out_issue11(world: World
     """Before the fix, GET /logout signed out: a link or an <img> on any page (top-level
     navigation carries the Lax cookie) ended the patron's session."""
     evil = {"Referer": "https://evil.example/page", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    mark = world.mark()
     for _ in range(3):
         reply = await world.attacker.get(LOGOUT, headers=evil, follow=False)
         assert reply.status == 200
         assert 'name="csrf"' in reply.text  # only a confirmation button
     reply = await world.attacker.get(f"{LOGOUT}?everywhere=1&csrf=x", follow=False)
     assert reply.status == 200 and 'name="csrf"' in reply.text
+    assert world.since(mark) == []
     await still_signed_in(world, world.attacker, "after-get-logout")
 
 
@@ -73,6 +75,7 @@ async def test_csrf_logout_from_a_vendor_page_origin_refused_same_site_not_same_
 
 async def test_csrf_login_cross_site_and_forged_token_refused_cve_2022_37153(world: World) -> None:
     victim = Browser(world.proxy, local_addr="127.0.0.11")
+    mark = world.mark()
     try:
         form = await victim.get(LOGIN)
         csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
@@ -89,5 +92,6 @@ async def test_csrf_login_cross_site_and_forged_token_refused_cve_2022_37153(wor
             assert status == 400, cookie
             assert "libproxy=" not in headers.get("set-cookie", "").replace("libproxy_csrf", "")
         assert "libproxy" not in victim.cookies.get(PROXY_HOST, {})
+        assert world.since(mark) == []  # no sign-in, so no sign-on at the vendor either
     finally:
         await victim.close()
