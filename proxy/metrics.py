@@ -82,6 +82,9 @@ class Metrics:
         self.store_errors = Gauge("libproxy_session_store_errors", "Failed session store calls since start",
                                   registry=registry)
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        # Labelled children cached per vendor: labels() is a locked dictionary lookup of its own.
+        self._waits: dict[str, Histogram] = {}
+        self._bytes: dict[str, Counter] = {}
         self._routes: object = None
         self._vendor_of_host: dict[str, str] = {}
         self._vendor_of_netloc: dict[str, str] = {}
@@ -124,6 +127,18 @@ class Metrics:
                                                             self.latency.labels(vendor, outcome))
         children[0].inc()
         children[1].observe(seconds)
+
+    def pool_waited(self, vendor: str, seconds: float) -> None:
+        child = self._waits.get(vendor)
+        if child is None:
+            child = self._waits[vendor] = self.pool_wait.labels(vendor)
+        child.observe(seconds)
+
+    def relayed(self, vendor: str, size: int) -> None:
+        child = self._bytes.get(vendor)
+        if child is None:
+            child = self._bytes[vendor] = self.vendor_bytes.labels(vendor)
+        child.inc(size)
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)
@@ -175,7 +190,7 @@ class MetricsObserver:
 
     def done(self, exchange: Exchange) -> None:
         if exchange.received:
-            self.metrics.vendor_bytes.labels(exchange.vendor_id).inc(exchange.received)
+            self.metrics.relayed(exchange.vendor_id, exchange.received)
 
 
 class MeasuredSlots(Slots):
@@ -194,7 +209,7 @@ class MeasuredSlots(Slots):
         started = time.perf_counter()
         async with super().hold(key) as ok:
             vendor = self._metrics._vendor_of(key, self._app)
-            self._metrics.pool_wait.labels(vendor).observe(time.perf_counter() - started)
+            self._metrics.pool_waited(vendor, time.perf_counter() - started)
             if not ok:
                 self._metrics.turned_away.labels(vendor).inc()
             yield ok

@@ -214,6 +214,7 @@ def run_one(make_app: Callable[[], web.Application], cfg: config_mod.Config, *, 
     """Run one process's application until SIGTERM/SIGINT; statistics are flushed on the way out."""
     loop = make_loop(loop_choice)
     asyncio.set_event_loop(loop)
+    log.info("event loop: %s", "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")
     app = make_app()
     # access_log=None: aiohttp's default access log records the client address, the request
     # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
