@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     reload = sub.add_parser("reload", help="check the configuration and make the running proxy re-read it")
-    reload.add_argument("--config", required=True)
+    reload.add_argument("--config", required=True, help="the TOML configuration file the proxy runs with")
     reload.set_defaults(func=cmd_reload)
 
     check = sub.add_parser("check-config", help="check a configuration file and list every problem")

@@ -29,7 +29,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert options.database == tmp_path / "var" / "stats.sqlite3"
     assert options.threshold == 5
     assert options.detail_retention == 90 * DAY and options.monthly_retention == 1100 * DAY
-    assert options.flush_interval == 60 and options.purge_interval == 3600
+    assert options.flush_interval == 5 and options.purge_interval == 3600  # a crash loses seconds (issue 13)
     assert options.tz is None
     assert options.security == SecurityOptions()
 
