@@ -22,7 +22,8 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http import HttpVersion10, HttpVersion11
 
 from proxy import context, gate
 from proxy.assertion import AssertionMinter, KeyRing
@@ -93,7 +94,12 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
             return pages.message("method")
         return pages.message("http-error", status=exc.status)
     except BadInput as exc:
-        return pages.message(exc.reason, status=exc.status)
+        refused = pages.message(exc.reason, status=exc.status)
+        if exc.reason in _FRAMING:
+            # SECURITY: after faulty framing nothing more on this connection can be trusted to
+            # be what the client meant (request smuggling): answer, then close it.
+            refused.force_close()
+        return refused
     except DirectoryUnavailable as exc:
         log.error("patron directory unavailable: %s", type(exc).__name__)
         response = pages.message("directory-unavailable")
@@ -113,6 +119,10 @@ async def proxy_middleware(request: web.Request, handler: Handler) -> web.Stream
         return pages.message("internal")
 
 
+SERVER_NAME = "libproxy"
+_FRAMING = frozenset({"malformed-request", "malformed-host", "http-version"})
+
+
 async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Gather the request's facts, let the gate decide, act on the decision."""
     app = request.app
@@ -120,6 +130,9 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     # ("GET http://evil.example/") would otherwise change what aiohttp thinks the host is.
     if not request.raw_path.startswith("/"):
         raise BadInput("malformed-request")
+    if request.version not in _HTTP1:
+        # SECURITY: "GET / HTTP/2.0" in text is no HTTP/2; only what the proxy speaks is served.
+        raise BadInput("http-version", 505)
     if "Transfer-Encoding" in request.headers and not _plain_chunked(request):
         raise BadInput("malformed-request")
     host = request.headers.get("Host", "").lower()
@@ -171,6 +184,9 @@ def _subresource(request: web.Request, routes: Routes, vendor: Vendor) -> bool:
     mapped = routes.header_map.origin_to_vendor(origin) if origin else None
     parsed = parse_absolute_url(mapped) if mapped else None
     return parsed is not None and routes.vendors.match(parsed.origin) is vendor
+
+
+_HTTP1 = frozenset({HttpVersion10, HttpVersion11})
 
 
 def _plain_chunked(request: web.Request) -> bool:
@@ -255,9 +271,21 @@ async def _load_session(request: web.Request, app: web.Application, library: fro
     return session
 
 
-async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
-    # SECURITY: no version numbers for anyone to match against advisories.
-    response.headers["Server"] = "libproxy"
+async def _expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: invite the body only when the proxy would take it.
+
+    SECURITY: aiohttp's default answers "100 Continue" before any check, inviting a body the
+    proxy then refuses (too large): the client sends it anyway and holds the connection."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return web.Response(status=417, headers={"Connection": "close"})
+    length = request.content_length
+    if length is not None and length > request.app[context.CONFIG].proxy.max_upload:
+        refused = request.app[context.PAGES].message("upload-too-large")
+        refused.force_close()
+        return refused
+    if request.writer is not None and request.version >= HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -267,6 +295,11 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 def create_app(config: Config) -> web.Application:
     """The proxy as an aiohttp application; its parts open and close with the app."""
     allow_addresses(operator_addresses(config))
+    # SECURITY: no version numbers for anyone to match against advisories. aiohttp adds its
+    # "Server: Python/x aiohttp/y" default to every response that has none, the answers its own
+    # parser sends to malformed requests included (outside any application hook), from this
+    # module-level name: replacing it covers them all, at no cost per response.
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]  # a module global, re-exported
     app = web.Application(
         middlewares=[metrics_middleware, proxy_middleware],
         # The largest body any handler reads whole: a vendor form post (Forwarder reads small
@@ -277,12 +310,11 @@ def create_app(config: Config) -> web.Application:
         # them here would send decompressed bytes still labelled with their Content-Encoding.
         handler_args={"max_field_size": 8190, "max_line_size": 8190, "auto_decompress": False},
     )
-    app.on_response_prepare.append(_server_header)
     app.add_routes(web_routes.routes)
     # Last, a catch-all: requests for proxied hosts never reach the router's result (the
     # middleware sends them to the vendor), but resolving to a real route spares aiohttp from
     # building a 404 exception for every proxied request.
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.router.add_route("*", "/{tail:.*}", _not_found, expect_handler=_expect_continue)
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_lifecycle(config))
     return app

@@ -27,3 +27,11 @@ def test_response_headers_drop_cookies_and_pins() -> None:
                             ("Alt-Svc", "h3=\":443\""), ("Connection", "X-Secret"), ("X-Secret", "1"),
                             ("Report-To", "{}"), ("Content-Length", "5"), ("ETag", '"e"')])
     assert out == [("Content-Type", "text/html"), ("ETag", '"e"')]
+
+
+def test_no_spelling_of_a_proxy_cookie_leaves() -> None:
+    """Found by the security fuzz run: a pair named "0 __host-libproxy" passed the name check."""
+    policy = OutboundPolicy(map_origin=lambda v: None, map_referer=lambda v: None, cookie_passthrough=True,
+                            proxy_cookie_names=frozenset({"libproxy"}))
+    sent = "0 __host-libproxy=leak; __SECURE-LibProxy_bind=x; a libproxy=y; ok=1; x=libproxy"
+    assert outbound_headers([("Cookie", sent)], policy) == [("Cookie", "ok=1; x=libproxy")]

@@ -10,6 +10,7 @@ this filter, so a client can neither forge them nor make the proxy drop them.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -75,6 +76,9 @@ DROPPED_RESPONSE = HOP_BY_HOP | frozenset({
     "reporting-endpoints",     # patron's browser, with the patron's address
     "nel",
     "clear-site-data",         # would wipe the proxy's own session cookie
+    "service-worker-allowed",  # would widen a vendor's service worker to its whole proxied host,
+                               # a worker that outlives sign-out
+    "set-login",               # a login state signalled to the browser under the proxy's name
     "expect-ct",
 })
 
@@ -164,14 +168,16 @@ def outbound_headers(inbound: Iterable[tuple[str, str]], policy: OutboundPolicy)
 _MAPPED = frozenset({"origin", "referer", "accept-encoding", "accept-language", "user-agent"})
 
 
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def is_proxy_cookie(name: str) -> bool:
-    """True for any name the proxy's cookies could have: ``libproxy...`` with or without the
-    ``__Host-``/``__Secure-`` prefixes, in any case (browsers match prefixes case-insensitively)."""
-    low = name.strip().lower()
-    for prefix in ("__host-", "__secure-"):
-        if low.startswith(prefix):
-            low = low[len(prefix):]
-    return low.startswith("libproxy")
+    """True for any name the proxy's cookies could have (``libproxy...`` with or without the
+    ``__Host-``/``__Secure-`` prefixes, in any case), and for any name that is not a valid cookie
+    name at all: a server could read "0 __Host-libproxy" as the proxy's own."""
+    stripped = name.strip()
+    # SECURITY: broad on purpose: no spelling, prefix or junk around it gets a proxy cookie out.
+    return "libproxy" in stripped.lower() or not _COOKIE_NAME.fullmatch(stripped)
 
 
 def _without_proxy_cookies(values: list[str], names: frozenset[str]) -> str:

@@ -40,6 +40,8 @@ MESSAGES: dict[str, Message] = {
     "http-error": Message(400, N_("Request refused"), N_("The proxy could not use this request."), back=None),
     "malformed-request": Message(400, N_("Request refused"), N_("This request is malformed."),
                                  back=None, code="bad-input"),
+    "http-version": Message(505, N_("Request refused"), N_("Only HTTP/1.0 and HTTP/1.1 requests are served here."),
+                            back=None, code="bad-input"),
     "malformed-host": Message(400, N_("Request refused"), N_("The address in this request is malformed."),
                               back=None, code="bad-input"),
     "malformed-link": Message(400, N_("Request refused"), N_("The link you followed is malformed."), back=None,

@@ -300,11 +300,6 @@ async def test_cookies_6_vendor_response_headers_dropped_or_mapped_ezproxy_5_7_4
         assert "attacker" not in str(world.attacker.domain_cookies) and "vsess" not in str(world.attacker.cookies)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/forward/headers.py DROPPED_RESPONSE lacks Service-Worker-Allowed and Set-Login, which "
-    "bad-inputs.md 6.8 lists as never to reach the browser: a vendor can widen its service worker's "
-    "scope to its whole proxied host (a worker that outlives sign-out) and signal a login state to the "
-    "browser under the proxy's name"))
 async def test_cookies_6_service_worker_allowed_and_set_login_dropped_bad_inputs_6_8(tmp_path: Path,
                                                                                    echo: EchoVendor) -> None:
     async with hostile_world(tmp_path, echo) as (_, reply, _):

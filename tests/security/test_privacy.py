@@ -147,11 +147,6 @@ async def test_privacy_8d_no_version_in_any_server_header_issue11(world: World) 
         assert "python" not in server.lower() and "aiohttp" not in server.lower(), (label, server)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aiohttp answers requests its parser refuses itself (web_protocol.RequestHandler.handle_error), "
-    "outside the application, so proxy/app.py _server_header (an on_response_prepare signal) never runs "
-    "and those 400s carry 'Server: Python/3.11 aiohttp/3.14.5' (aiohttp.http.SERVER_SOFTWARE, set by "
-    "web_response.StreamResponse._prepare_headers)."))
 async def test_privacy_8d_no_version_in_parser_error_server_header_issue11(world: World) -> None:
     for payload in (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
                     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
