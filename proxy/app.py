@@ -308,7 +308,10 @@ def create_app(config: Config) -> web.Application:
         client_max_size=MAX_FORM,
         # SECURITY: request bodies reach vendors exactly as the browser sent them: decoding
         # them here would send decompressed bytes still labelled with their Content-Encoding.
-        handler_args={"max_field_size": 8190, "max_line_size": 8190, "auto_decompress": False},
+        # A refused body (too large, too slow) is read for at most 2 s more before the connection
+        # closes, so the client sees the answer instead of a reset (aiohttp's default: 10 s).
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "auto_decompress": False,
+                      "lingering_time": 2.0},
     )
     app.add_routes(web_routes.routes)
     # Last, a catch-all: requests for proxied hosts never reach the router's result (the
