@@ -65,8 +65,20 @@ async def open_shared(config: Config, file_keys: KeyRing, memory: SecurityMemory
                                     socket_connect_timeout=config.sessions.redis_timeout, max_connections=8)
     shared = Shared(keys=file_keys, closers=[redis], refresh_every=2.0)
     if config.assertion.key_store == "redis":
+        from redis.exceptions import RedisError
+
+        from proxy.errors import ConfigError
+        from proxy.sessions.redis import describe_failure
+
         ring = RedisKeyRing(redis, config.assertion.algorithm, seed_file=config.assertion.key_file)
-        await ring.open()
+        try:
+            await ring.open()
+        except (RedisError, OSError) as exc:
+            await redis.aclose()
+            # Fails closed: signing with a key of its own would give this instance another JWKS.
+            cause = describe_failure(exc, config.sessions.redis_timeout, 8, config.sessions.redis_timeout)
+            raise ConfigError([f"[assertion] key_store = \"redis\": the signing keys cannot be read from Redis "
+                               f"at start ({cause}); start Redis first"]) from None
         shared.keys = ring
     counters = RedisSharedCounters(redis, memory)
     await counters.start()

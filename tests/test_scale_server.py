@@ -267,6 +267,8 @@ async def test_two_workers_on_one_socket(served: tuple[Path, Path], echo: EchoVe
             async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{staff}/readyz") as r:
                 assert r.status == 200
             wait_for(lambda: log.read_text().count("proxy ready") == 2, 60, "both workers to be ready")
+            proc.send_signal(signal.SIGHUP)  # passed on to every worker
+            wait_for(lambda: log.read_text().count("configuration reloaded") == 2, 60, "both workers to reload")
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
             assert "all workers stopped" in log.read_text()
@@ -308,3 +310,64 @@ async def test_out_of_descriptors_is_one_line_a_minute(caplog: pytest.LogCapture
         assert not [r for r in caplog.records if r.exc_info]
     finally:
         loop.set_exception_handler(previous)
+
+
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+async def test_one_instance_killed_the_other_carries_on(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    """Two proxy processes on one Redis: a patron signed in on one; that one is SIGKILLed (no
+    clean shutdown at all); the other serves the same browser, same session, at once."""
+    from tests.support import RunningProxy
+
+    log, tmp = served
+    with redis_server() as url:
+        os.environ["LIBPROXY_TEST_REDIS"] = url
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            ports = [free_port(), free_port()]
+            configs = []
+            for index, port in enumerate(ports):
+                folder = tmp / f"instance-{index}"
+                folder.mkdir()
+                write_patrons(folder / "patrons.toml")
+                text = _toml(folder, port, [("echo", echo.origin)],
+                             store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"')
+                path = folder / "proxy.toml"
+                path.write_text(text.replace("[proxy]", '[proxy]\nsecret = "env:LIBPROXY_TEST_SECRET"'),
+                                encoding="utf-8")
+                os.environ["LIBPROXY_TEST_SECRET"] = "t" * 48  # the same keyed-hash secret on both
+                configs.append(config_mod.load(path))
+                procs.append(_serve(path, log))
+            for port, proc in zip(ports, procs, strict=True):
+                wait_for(lambda p=port, pr=proc: port_open(p) or pr.poll() is not None, 60, "both to listen")
+                assert proc.poll() is None, log.read_text()
+        finally:
+            os.environ.pop("LIBPROXY_TEST_REDIS", None)
+            os.environ.pop("LIBPROXY_TEST_SECRET", None)
+        try:
+            first = RunningProxy(configs[0], ports[0], None, None)  # type: ignore[arg-type]
+            second = RunningProxy(configs[1], ports[1], None, None)  # type: ignore[arg-type]
+            a, b = Browser(first), Browser(second)
+            try:
+                assert (await a.sign_in("1000", "1111", f"{echo.origin}/echo")).status == 200
+                host = _proxied_host(configs[0], echo.origin)
+                procs[0].kill()  # SIGKILL: no goodbye
+                procs[0].wait(30)
+                b.cookies = a.cookies
+                reply = await b.get(f"http://{host}/echo", follow=False)
+                assert reply.status == 200
+            finally:
+                await a.close()
+                await b.close()
+        finally:
+            for proc in procs:
+                _stop(proc)
+
+
+def _proxied_host(cfg: config_mod.Config, origin: str) -> str:
+    from proxy.vendors import VendorMap, parse_absolute_url
+
+    parsed = parse_absolute_url(origin)
+    assert parsed is not None
+    found = VendorMap(cfg.vendors, cfg.proxy.host, cfg.proxy.scheme).proxied_netloc(parsed.origin)
+    assert found is not None
+    return found
