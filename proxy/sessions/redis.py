@@ -4,9 +4,9 @@ Keys hold a hash of the session id, never the id itself, so a copy of the Redis 
 hand out working sessions. Every key carries a TTL (idle timeout, capped by the remaining
 absolute lifetime), so Redis purges abandoned sessions by itself.
 
-    libproxy:s:<sha256(session id)>   the session as JSON (groups, keyed-hash key, times)
-    libproxy:j:<sha256(session id)>   hash: one field per vendor cookie ("c", vendor, name,
-                                      domain, path) and per vendor opened ("v", vendor)
+    libproxy:j:<sha256(session id)>   hash: the session as JSON (field "s": groups, keyed-hash
+                                      key, times), one field per vendor cookie ("c", vendor,
+                                      name, domain, path) and per vendor opened ("v", vendor)
     libproxy:p:<patron key>           set of that patron's session hashes ("sign out everywhere")
     libproxy:t:<sha256(ticket)>       one-time sign-on tickets
     libproxy:live                     sorted set: session hash -> when it ends (counted, never
@@ -14,7 +14,9 @@ absolute lifetime), so Redis purges abandoned sessions by itself.
 
 Each vendor cookie is its own field of the jar hash, written with HSET/HDEL: two responses
 arriving at once for one patron (on one instance or two) each add their cookie, and neither
-overwrites the other's, which a read-change-write of the whole session would.
+overwrites the other's, which a read-change-write of the whole session would. One hash per
+session makes reading it, on every request, a single HGETALL: with redis-py a command costs
+about 0.1 ms of CPU and a pipeline of two about twice that.
 
 Connections come from a bounded pool that *waits* (up to ``pool_wait`` seconds) for a free
 connection instead of failing at once: under a burst of requests patrons queue for a few
@@ -50,6 +52,7 @@ _SEP = "\t"  # vendor ids, cookie names and domains never contain a tab
 # Activity is written back at most this often: a page load makes dozens of requests.
 TOUCH_EVERY = 10.0
 LIVE = PREFIX + "live"
+_RECORD = "s"  # the jar hash's field holding the session itself (cookie fields start "c\t", "v\t")
 
 log = logging.getLogger("libproxy.sessions")
 
@@ -111,7 +114,7 @@ class RedisSessionStore:
             # SECURITY: the store holds a hash of the id, never the id.
             record = {"membership": session.membership.to_dict(), "created": session.created,
                       "last_seen": session.last_seen}
-            pipe.set(PREFIX + "s:" + digest, json.dumps(record), ex=ttl)
+            pipe.hset(PREFIX + "j:" + digest, _RECORD, json.dumps(record))
             pipe.expire(PREFIX + "j:" + digest, ttl)
             pipe.zadd(LIVE, {digest: now + ttl})
             pipe.expire(LIVE, int(self.lifetimes.lifetime))
@@ -128,13 +131,10 @@ class RedisSessionStore:
         return session
 
     async def get(self, session_id: str) -> Session | None:
-        digest = _digest(session_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(PREFIX + "s:" + digest)
-            pipe.hgetall(PREFIX + "j:" + digest)
-            raw, fields = await self._call(pipe.execute())
+        fields = await self._call(self._redis.hgetall(PREFIX + "j:" + _digest(session_id)))
+        raw = fields.get(_RECORD)
         if raw is None:
-            return None
+            return None  # unknown, ended, or only a jar written after a sign-out
         try:
             data = json.loads(raw)
             session = Session(
@@ -183,7 +183,7 @@ class RedisSessionStore:
     async def delete(self, session_id: str) -> None:
         digest = _digest(session_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(PREFIX + "s:" + digest, PREFIX + "j:" + digest)
+            pipe.delete(PREFIX + "j:" + digest)
             pipe.zrem(LIVE, digest)
             await self._call(pipe.execute())
 
@@ -193,8 +193,8 @@ class RedisSessionStore:
         if not members:
             return 0
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(PREFIX + "s:" + m for m in members))
-            pipe.delete(*(PREFIX + "j:" + m for m in members), index)
+            pipe.delete(*(PREFIX + "j:" + m for m in members))
+            pipe.delete(index)
             pipe.zrem(LIVE, *members)
             ended, _, _ = await self._call(pipe.execute())
         return int(ended)
