@@ -59,7 +59,13 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
 async def wait_for(page: Page, expression: str, timeout: float = 10) -> object:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        value = await page.evaluate(expression)
+        try:
+            value = await page.evaluate(expression)
+        except RuntimeError as exc:
+            # Asked while the page is navigating (a meta refresh, a redirect): ask the next page.
+            if "navigated" not in str(exc) and "context" not in str(exc):
+                raise
+            value = None
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
