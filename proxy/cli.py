@@ -201,7 +201,7 @@ async def _probe(cfg: config_mod.Config) -> list[str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.app import create_app
-    from proxy.demo import demo_config, demo_vendor_app, what_to_try
+    from proxy.demo import DEMO_STAFF, demo_config, demo_vendor_app, what_to_try
 
     cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port, args.lang)
     app = create_app(cfg)
@@ -220,7 +220,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"The demo vendor runs at http://127.0.0.1:{args.vendor_port}/ and is reached through the proxy\n"
         "as a *.proxy.localhost host name (browsers resolve *.localhost to this computer).\n"
         "Its page \"What this site received\" shows everything the vendor sees.\n"
-        f"Usage statistics for staff: http://{cfg.admin.listen}/stats\n"
+        f"The staff console: http://{cfg.admin.listen}/ (IT: it-demo / {DEMO_STAFF['it-demo'][1]}; "
+        f"director: director-demo / {DEMO_STAFF['director-demo'][1]})\n"
         "Press Ctrl+C to stop.\n",
         flush=True,
     )

@@ -160,6 +160,20 @@ def demo_vendor_app() -> web.Application:
     return app
 
 
+# The demo's staff console accounts (name: (role, password)); a real proxy's are made with
+# `libproxy staff add`. These exist only in the demo's own state directory.
+DEMO_STAFF = {"it-demo": ("it", "try-the-console"), "director-demo": ("director", "see-the-figures")}
+
+
+def _demo_staff(state_dir: Path) -> None:
+    from proxy.staff.accounts import add_account
+
+    accounts = state_dir / "staff-accounts.toml"
+    if not accounts.exists():
+        for name, (role, password) in DEMO_STAFF.items():
+            add_account(accounts, name, role, hash_pin(password))
+
+
 def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: str = "en") -> Config:
     """The embedded defaults, with the demo vendor and a patrons file holding the demo card;
     ``language`` is offered first (the pages' default when the browser asks for none)."""
@@ -167,6 +181,7 @@ def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: st
     patrons = state_dir / "demo-patrons.toml"
     if not patrons.exists():
         add_patron(patrons, DEMO_CARD, hash_pin(DEMO_PIN), ["wolcott", "bibliomation"], "wolcott")
+    _demo_staff(state_dir)
     data = {
         "proxy": {"listen": f"127.0.0.1:{proxy_port}", "host": f"proxy.localhost:{proxy_port}",
                   "state_dir": str(state_dir)},

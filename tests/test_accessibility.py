@@ -237,6 +237,11 @@ async def type_in(page: Page, text: str) -> None:
 
 async def sign_in_by_keyboard(page: Page, card: str, pin: str) -> None:
     """On a sign-in form whose card field has the focus: type, Tab, type, Tab, Enter."""
+    # autofocus is applied at the browser's next rendering step after the load: wait for it
+    # (a busy machine can read the focus before that step).
+    deadline = asyncio.get_running_loop().time() + 10
+    while await focused(page) != "card" and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
     assert await focused(page) == "card"
     await type_in(page, card)
     await press(page, "Tab")
