@@ -35,7 +35,7 @@ from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
 from proxy.forward.limits import Slots
 from proxy.forward.route import Routes, VendorRoute
 from proxy.membership import Membership
-from proxy.metrics import METRICS, MeasuredSlots, Metrics, MetricsObserver, metrics_middleware
+from proxy.metrics import METRICS, MeasuredSlots, Metrics, MetricsObserver, measured
 from proxy.migration import old_link
 from proxy.network import LibraryNetwork, Networks, parse_network
 from proxy.patrons import make_authenticator
@@ -301,7 +301,7 @@ def create_app(config: Config) -> web.Application:
     # module-level name: replacing it covers them all, at no cost per response.
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]  # a module global, re-exported
     app = web.Application(
-        middlewares=[metrics_middleware, proxy_middleware],
+        middlewares=[measured(proxy_middleware)],
         # The largest body any handler reads whole: a vendor form post (Forwarder reads small
         # forms up to MAX_FORM to map proxied URLs back). The sign-in form has its own, smaller
         # limit (MAX_FORM_BYTES); uploads stream under [proxy] max_upload.
