@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", default="1",
                        help="processes accepting on the one listening socket: a number or auto (one per "
                             "core); more than one needs [sessions] store = \"redis\"")
-    # uvloop measured 15-20% less CPU per proxied request (docs/operations.md): used when installed.
+    # uvloop: a few percent less CPU per proxied request on balance (docs/operations.md); used when installed.
     serve.add_argument("--loop", default="auto", choices=["asyncio", "uvloop", "auto"],
                        help="event loop: uvloop when installed (default, auto), uvloop, or asyncio's own")
     serve.set_defaults(func=cmd_serve)
