@@ -122,7 +122,8 @@ def keys_from_json(text: str, where: str) -> list[SigningKey]:
 def write_keys(path: Path, keys: list[SigningKey]) -> None:
     """Write the key file atomically, readable by the proxy's user only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of this process's own: several processes may create the file at the same moment.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(keys_to_json(keys))

@@ -189,6 +189,22 @@ def install(app: web.Application, config_path: str | Path | None) -> None:
                 task.add_done_callback(tasks.discard)
 
             loop.add_signal_handler(signal.SIGHUP, hup)
+        stopping = False
+
+        def term() -> None:
+            # aiohttp stops on the first SIGTERM by raising GracefulExit out of the loop; a second
+            # one (systemd signals every process of the unit, and the parent of workers passes its
+            # own on) would raise again in the middle of the shutdown and cut the downloads short.
+            nonlocal stopping
+            if stopping:
+                log.info("SIGTERM again: already stopping")
+                return
+            stopping = True
+            log.info("SIGTERM: no new connections; answers in progress have %.0f s",
+                     app[context.CONFIG].proxy.shutdown_deadline)
+            raise web.GracefulExit()
+
+        loop.add_signal_handler(signal.SIGTERM, term)
 
     app.on_startup.append(on_startup)
 
@@ -251,6 +267,12 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
     """The parent of ``count`` workers accepting on one socket; returns the exit status."""
     sock = bind(cfg)
     write_pid(cfg.proxy.state_dir)
+    # The state directory's secret and key file made once, here, not raced for by every worker.
+    from proxy.app import load_secret
+    from proxy.assertion import load_or_create_keys
+
+    load_secret(cfg)
+    load_or_create_keys(cfg.assertion.key_file, cfg.assertion.algorithm)
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
@@ -264,7 +286,9 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
                 # The staff listener (and its port) in the first worker only.
                 own = cfg if number == 0 else replace(cfg, admin=replace(cfg.admin, listen=None))
                 run_one(lambda: make_app(own), own, sock=sock, loop_choice=loop_choice, ssl_context=ssl_context)
-            except BaseException:
+            except (web.GracefulExit, KeyboardInterrupt):
+                pass  # a signal during the shutdown itself: still a normal stop
+            except BaseException:  # a worker must never return into the parent's code
                 log.exception("worker %d stopped with an error", number)
                 status = 1
             finally:

@@ -4,6 +4,7 @@ worker processes on one socket, the open-files limit. Real processes on loopback
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -229,11 +230,14 @@ async def test_sigterm_lets_a_download_finish(served: tuple[Path, Path], echo: E
 
             await until(reached, what="the request to reach the vendor")
             proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "SIGTERM: no new connections" in log.read_text(), 30, "the first SIGTERM")
+            proc.send_signal(signal.SIGTERM)  # as systemd does to every process of a unit: ignored
             response = await request
             assert response.status == 200 and await response.text() == "late"
             response.release()
         code = await asyncio.to_thread(proc.wait, 60)
         assert code == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
     finally:
         _stop(proc)
 
@@ -269,9 +273,16 @@ async def test_two_workers_on_one_socket(served: tuple[Path, Path], echo: EchoVe
             wait_for(lambda: log.read_text().count("proxy ready") == 2, 60, "both workers to be ready")
             proc.send_signal(signal.SIGHUP)  # passed on to every worker
             wait_for(lambda: log.read_text().count("configuration reloaded") == 2, 60, "both workers to reload")
+            # The whole process group at once, as systemd does: each worker gets it twice.
+            workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            assert len(workers) == 2
             proc.send_signal(signal.SIGTERM)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
             assert "all workers stopped" in log.read_text()
+            assert "Traceback" not in log.read_text()
         finally:
             _stop(proc)
 
