@@ -27,7 +27,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import free_port, rss_now_kib, sign_in, wait_port, write_config
-from bench_servers import nginx_conf, start, stop, tree
+from bench_servers import LOG, nginx_conf, start, stop, tree
 
 
 async def sign_in_many(port: int, origin: str, count: int, parallel: int = 4) -> list[tuple[str, str]]:
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    LOG.unlink(missing_ok=True)  # this run's messages only
     tmp = Path(tempfile.mkdtemp(prefix="libproxy-bench-scale-"))
     tmp.chmod(0o755)  # nginx's and Apache's unprivileged workers read the vendor file here
     (tmp / "www").mkdir()
@@ -143,9 +144,8 @@ groups = ["wolcott"]
             growth = (rss[-1] - rss[0]) / rss[0] * 100
             print(f"soak: RSS after the first round {rss[0] / 1024:.1f} MiB, after the last {rss[-1] / 1024:.1f} MiB "
                   f"({growth:+.1f}%), median of rounds {statistics.median(rss) / 1024:.1f} MiB")
-        log = Path(tempfile.gettempdir()) / "libproxy-bench-servers.log"
-        if log.exists():
-            unexpected = len(re.findall(r"unexpected error|Traceback", log.read_text(errors="replace")))
+        if LOG.exists():
+            unexpected = len(re.findall(r"unexpected error|Traceback", LOG.read_text(errors="replace")))
             print(f"tracebacks in the servers' log: {unexpected}")
     finally:
         stop(proxy)

@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--only", default="", help="comma-separated case names")
     args = parser.parse_args()
+    LOG.unlink(missing_ok=True)  # this run's messages only
     for tool in ("wrk", "nginx", "redis-server"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is not installed")
