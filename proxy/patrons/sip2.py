@@ -41,9 +41,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+import proxy.patrons.sip2_codec as codec
 from proxy.errors import ConfigError, DirectoryUnavailable
 from proxy.membership import Membership
-import proxy.patrons.sip2_codec as codec
 from proxy.patrons.base import CardRefused, acceptable_credentials
 from proxy.patrons.common import (
     Failover,

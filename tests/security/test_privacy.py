@@ -163,9 +163,11 @@ async def test_privacy_8b_assertion_shared_and_anonymous_eduperson(world: World)
     await world.fetch("/echo/attack/token")
     await world.bystander.served()
     attacker = next(r for r in world.since(mark) if r.path == "/echo/attack/token")
-    bystander = [r for r in world.echo.received[mark:] if r.path.startswith("/echo/bystander")][-1]
+    bystanders = [r for r in world.echo.received[mark:] if r.path.startswith("/echo/bystander")]
     token = attacker.header("X-Library-Membership")
-    assert token and bystander.header("X-Library-Membership") == token  # shared: it tells nobody apart
+    # Shared: another patron's requests of the same moment carry the very same token, so it tells
+    # nobody apart (any of them: on a slow machine one may straddle a re-mint near expiry).
+    assert token and token in {r.header("X-Library-Membership") for r in bystanders}
     claims = jwt.decode(token, options={"verify_signature": False})
     assert set(claims) == {"iss", "aud", "iat", "exp", "jti", "eduPersonScopedAffiliation", "eduPersonEntitlement"}
     assert claims["aud"] == "echo" and claims["exp"] - claims["iat"] <= 300
