@@ -203,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.demo import DEMO_STAFF, demo_config, demo_vendor_app, what_to_try
 
-    cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port, args.lang)
+    cfg = demo_config(Path(args.state_dir).resolve(), args.port, args.vendor_port, args.lang, args.staff_port)
     app = create_app(cfg)
 
     async def vendor_ctx(_app: web.Application) -> object:
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a demo vendor and the proxy on embedded defaults")
     demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
     demo.add_argument("--vendor-port", type=int, default=8081, help="the demo vendor's port (default 8081)")
+    demo.add_argument("--staff-port", type=int, default=9080,
+                      help="the staff console's port on 127.0.0.1 (default 9080)")
     demo.add_argument("--lang", choices=("en", "es"), default="en",
                       help="the patron pages' language: en (English) or es (Spanish); default en")
     demo.add_argument("--state-dir", default="var/demo",

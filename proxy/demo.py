@@ -174,7 +174,8 @@ def _demo_staff(state_dir: Path) -> None:
             add_account(accounts, name, role, hash_pin(password))
 
 
-def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: str = "en") -> Config:
+def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: str = "en",
+                staff_port: int = 9080) -> Config:
     """The embedded defaults, with the demo vendor and a patrons file holding the demo card;
     ``language`` is offered first (the pages' default when the browser asks for none)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +196,7 @@ def demo_config(state_dir: Path, proxy_port: int, vendor_port: int, language: st
         # Proper names, the same in every language ("bibliomation" reads "Bibliomation" unnamed).
         "groups": {"wolcott": "Wolcott Public Library"},
         "patrons": {"source": "local", "file": str(patrons)},
+        "admin": {"listen": f"127.0.0.1:{staff_port}"},
         "sessions": {"store": "memory"},
         "vendor": [{
             "id": "demo", "title": "Demo Encyclopedia",

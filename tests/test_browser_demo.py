@@ -17,7 +17,7 @@ async def test_demo_in_chromium(tmp_path) -> None:  # type: ignore[no-untyped-de
     runner = web.AppRunner(demo_vendor_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", vendor_port).start()
-    config = demo_config(tmp_path / "state", proxy_port, vendor_port)
+    config = demo_config(tmp_path / "state", proxy_port, vendor_port, staff_port=free_port())
     try:
         async with run_proxy(config, port=proxy_port), chromium() as page:
             await page.goto(f"http://proxy.localhost:{proxy_port}/databases")

@@ -106,7 +106,7 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         from tests.support import free_port
 
         result = subprocess.run([sys.executable, "-m", "proxy", "demo", "--port", str(port),
-                                 "--vendor-port", str(free_port()),
+                                 "--vendor-port", str(free_port()), "--staff-port", str(free_port()),
                                  "--state-dir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=60,
                                 check=False)
     assert result.returncode == 1

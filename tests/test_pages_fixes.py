@@ -229,7 +229,7 @@ async def test_demo_vendor_shows_what_it_really_received(tmp_path: Path) -> None
     runner = web.AppRunner(demo_vendor_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", vendor_port).start()
-    config = demo_config(tmp_path / "state", proxy_port, vendor_port)
+    config = demo_config(tmp_path / "state", proxy_port, vendor_port, staff_port=free_port())
     try:
         async with run_proxy(config, port=proxy_port) as running:
             b = Browser(running)
@@ -274,7 +274,7 @@ def test_demo_prints_what_to_try_and_speaks_spanish(tmp_path: Path) -> None:
 
 async def test_demo_in_spanish_opens_spanish_pages(tmp_path: Path) -> None:
     proxy_port, vendor_port = free_port(), free_port()
-    config = demo_config(tmp_path / "state", proxy_port, vendor_port, "es")
+    config = demo_config(tmp_path / "state", proxy_port, vendor_port, "es", staff_port=free_port())
     async with run_proxy(config, port=proxy_port) as running:
         b = Browser(running)
         open_url = what_to_try(config, "es").split("Open:", 1)[1].split()[0]
