@@ -182,10 +182,13 @@ def cmd_check_vendor(args: argparse.Namespace) -> int:
 
 
 async def _probe(cfg: config_mod.Config) -> list[str]:
-    from proxy.app import load_secret
+    import secrets
+
     from proxy.patrons import make_authenticator
 
-    authenticator = make_authenticator(cfg, load_secret(cfg))
+    # A throw-away key: a probe computes no pseudonym anyone keeps, and checking a file must not
+    # write a secret into its state_dir.
+    authenticator = make_authenticator(cfg, secrets.token_bytes(32))
     probe = getattr(authenticator, "probe", None)
     try:
         if probe is not None:
@@ -268,7 +271,11 @@ def cmd_patrons_add(args: argparse.Namespace) -> int:
     if not groups:
         print("--groups must name at least one group (e.g. wolcott,bibliomation)", file=sys.stderr)
         return 1
-    replaced = add_patron(Path(args.file), args.card, hash_pin(pin), groups, args.home, args.status)
+    try:
+        replaced = add_patron(Path(args.file), args.card, hash_pin(pin), groups, args.home, args.status)
+    except OSError as exc:
+        print(f"Cannot write {args.file}: {exc.strerror}; nothing was changed.", file=sys.stderr)
+        return 1
     print(f"{'Updated' if replaced else 'Added'} one patron in {args.file}.")
     return 0
 
@@ -287,6 +294,21 @@ def _load_or_report(path: str) -> config_mod.Config | None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    try:
+        return _keys(args)
+    except Exception as exc:
+        # Keys kept in Redis: a Redis that cannot be reached is one line, not a traceback.
+        try:
+            from redis.exceptions import RedisError
+        except ImportError:
+            raise exc from None
+        if not isinstance(exc, RedisError):
+            raise
+        print(f"keys: the key store in Redis cannot be used ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 1
+
+
+def _keys(args: argparse.Namespace) -> int:
     import time
 
     from proxy.assertion import load_or_create_keys, published_keys, rotate_keys, signing_key_at

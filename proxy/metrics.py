@@ -251,6 +251,8 @@ async def _store_problem(app: web.Application) -> str | None:
         metrics.sessions.set(await store.count())
     except StoreUnavailable as exc:
         return str(exc) or "unavailable"
+    except Exception as exc:  # not ready is an answer; a 500 from /readyz would not be
+        return type(exc).__name__
     finally:
         metrics.store_errors.set(getattr(store, "failures", 0))
     return None

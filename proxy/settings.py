@@ -186,11 +186,24 @@ class Reader:
         value = self.str(key, default, required=required)
         if not value:
             return None
-        path = Path(value).expanduser()
+        path = self._expand(key, value)
         return path if path.is_absolute() else (self.base / path)
+
+    def _expand(self, key: builtins.str, value: builtins.str) -> Path:
+        """``~`` and ``~user`` expanded; an unknown user is a problem, not a traceback."""
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:
+            self.bad(key, f"{shown(value)} names a home folder of a user this machine does not have")
+            return Path(value)
 
     def secret(self, key: builtins.str, *, required: builtins.bool = False) -> builtins.str | None:
         """A secret given as "env:NAME" or "file:PATH"; plain values are refused."""
+        raw = self.raw(key, "")
+        if not isinstance(raw, builtins.str):
+            # SECURITY: never echo a secret mistyped as a number or a table into a message.
+            self.bad(key, f"must be a string \"env:VARIABLE\" or \"file:PATH\", not {type(raw).__name__}")
+            return None
         value = self.str(key, "", required=required)
         if not value:
             return None
@@ -201,12 +214,15 @@ class Reader:
                 self.bad(key, f"environment variable {ref} is not set or empty")
             return found or None
         if kind == "file" and ref:
-            path = Path(ref).expanduser()
+            path = self._expand(key, ref)
             path = path if path.is_absolute() else self.base / path
             try:
                 return path.read_text(encoding="utf-8").strip() or None
             except OSError as exc:
                 self.bad(key, f"cannot read secret file {path}: {exc.strerror}")
+                return None
+            except UnicodeDecodeError:
+                self.bad(key, f"the secret file {path} is not UTF-8 text")
                 return None
         self.bad(key, 'must be "env:VARIABLE" or "file:PATH" (secrets are never written in the file)')
         return None

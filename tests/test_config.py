@@ -142,3 +142,16 @@ def test_example_toml_shows_every_option(tmp_path: Path, monkeypatch: pytest.Mon
 
     missing = sorted(f"{where} {key}" for where, key in asked if not where.startswith("patrons") and not shown(key))
     assert missing == []
+
+
+def test_a_mistyped_secret_is_never_echoed_and_odd_paths_are_problems(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9" * 20)
+    path.write_text('[proxy]\nsecret = 918273645546372819\nstate_dir = "~no-such-user-here/var"\n'
+                    '[sessions]\nstore = "redis"\nredis_url = "file:latin1.txt"\n')
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    text = "\n".join(info.value.problems)
+    assert "918273645546372819" not in text and "[proxy] secret: must be a string" in text
+    assert "home folder of a user this machine does not have" in text
+    assert "is not UTF-8 text" in text

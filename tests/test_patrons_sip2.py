@@ -603,3 +603,9 @@ def test_expiry_dates() -> None:
     with pytest.raises(ValueError):
         parse_expiry("next week")
     assert isinstance(moment, datetime)
+
+
+async def test_a_pin_the_servers_encoding_cannot_carry_is_a_wrong_pin(service: Sip2Service) -> None:
+    """Review: a UnicodeEncodeError escaped as a 500, its text quoting the PIN's character."""
+    async with running(options_for(service.address, encoding="ascii")) as auth:
+        assert await auth.authenticate("29000100000011", "1111é") is None

@@ -38,3 +38,8 @@ def test_cookie_records_survive_storage() -> None:
     assert cookie is not None
     assert Cookie.from_json(cookie.to_json()) == cookie
     assert Cookie.from_json("{not json") is None
+
+
+def test_an_absurd_max_age_is_clamped_not_a_crash() -> None:
+    cookie = parse_set_cookie("a=b; Max-Age=" + "9" * 400, "www.vendor.com", "/", 0.0)
+    assert cookie is not None and cookie.expires == 400 * 86400

@@ -435,3 +435,19 @@ async def test_reload_from_the_console(tmp_path: Path, echo: EchoVendor) -> None
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
         await it.close()
+
+
+def test_a_flood_of_names_never_stops_the_counting() -> None:
+    """Review: once the failure table was full, new names were not counted at all."""
+    from types import SimpleNamespace
+
+    from proxy.staff import auth
+
+    console = SimpleNamespace(failures={})
+    for i in range(auth.MAX_TRACKED + 50):
+        auth._note_failure(console, f"flood{i}", 1000.0)  # type: ignore[arg-type]
+        auth._note_failure(console, f"!{i}", 1000.0)  # type: ignore[arg-type]  # not a name: not counted
+    for _ in range(auth.MAX_FAILURES):
+        auth._note_failure(console, "maria", 1000.0)  # type: ignore[arg-type]
+    assert len(console.failures) <= auth.MAX_TRACKED
+    assert auth._too_many(console, "maria", 1001.0)  # type: ignore[arg-type]

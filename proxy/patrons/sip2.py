@@ -509,6 +509,13 @@ class Sip2Authenticator:
         if not acceptable_credentials(card, pin) or not (codec.valid_value(card) and codec.valid_value(pin)):
             return None
         try:
+            card.encode(self._options.encoding)
+            pin.encode(self._options.encoding)
+        except UnicodeEncodeError:
+            # A character the SIP server's encoding cannot carry is no card or PIN of its: the
+            # same answer as a wrong PIN (and no exception whose text would quote the PIN).
+            return None
+        try:
             async with asyncio.timeout(self._options.timeout):
                 answer = await self._pool.run(lambda conn: self._ask(conn, card, pin))
         except TimeoutError:

@@ -81,6 +81,9 @@ class RedisSharedCounters:
         except (RedisError, OSError) as exc:
             log.error("security memory: Redis unreachable at start (%s): counting locally until it answers",
                       type(exc).__name__)
+        except ValueError:
+            # A damaged count in Redis: counting goes on from what this instance sees.
+            log.error("security memory: unreadable counts in Redis were ignored at start")
         self._memory.shared = self
         self._tasks = [asyncio.create_task(self._sender(), name="libproxy-sec-send"),
                        asyncio.create_task(self._receiver(), name="libproxy-sec-receive"),

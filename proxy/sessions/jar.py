@@ -168,7 +168,8 @@ def parse_set_cookie(header: str, host: str, request_path: str, now: float) -> C
             secure = True
         elif key == "max-age":
             try:
-                max_age = float(int(val))
+                # Clamped: a vendor's absurd Max-Age ("9" * 400) must not overflow a float.
+                max_age = float(max(-1, min(int(val), 400 * 86400)))
             except ValueError:
                 continue
         elif key == "expires" and max_age is None:

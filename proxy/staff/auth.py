@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from proxy.errors import DirectoryUnavailable
-from proxy.staff.accounts import ROLE_TITLES
+from proxy.staff.accounts import ROLE_TITLES, valid_name
 from proxy.staff.sessions import StaffSession
 from proxy.staff.state import CONSOLE, STAFF_SESSION, Console
 
@@ -122,12 +122,32 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return response
 
 
+MAX_TRACKED = 10_000
+
+
 def _too_many(console: Console, name: str, now: float) -> bool:
     recent = [t for t in console.failures.get(name, []) if now - t < FAILURE_WINDOW]
     console.failures[name] = recent
     if not recent:
         console.failures.pop(name, None)
     return len(recent) >= MAX_FAILURES
+
+
+def _note_failure(console: Console, name: str, now: float) -> None:
+    """Count a failed sign-in for ``name``. Bounded: when the table is full, expired entries go,
+    then the oldest; names that cannot be accounts are not counted (they never sign in).
+
+    SECURITY: a full table must never stop the counting: names flooded in to fill it would
+    otherwise leave every real staff name unlimited."""
+    if not valid_name(name):
+        return
+    failures = console.failures
+    if name not in failures and len(failures) >= MAX_TRACKED:
+        for old in [n for n, times in failures.items() if not times or now - times[-1] >= FAILURE_WINDOW]:
+            del failures[old]
+        while len(failures) >= MAX_TRACKED:
+            del failures[next(iter(failures))]
+    failures.setdefault(name, []).append(now)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -146,7 +166,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     # SECURITY: a guessed staff password opens the console; ten wrong ones lock the name a while.
     locked = _too_many(console, name, now)
     account = None if locked else await console.accounts.authenticate(name, password)
-    if account is None and not locked and console.directory is not None:
+    # SECURITY: a local account's name is never also a directory account: a directory user who
+    # shares it could otherwise sign in under it, indistinguishable in the audit trail.
+    if account is None and not locked and console.directory is not None and not await console.accounts.exists(name):
         try:
             account = await console.directory.authenticate(name, password)
         except DirectoryUnavailable:
@@ -159,8 +181,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             _set_cookie(response, request, _LOGIN_CSRF, retry)
             return response
     if account is None:
-        if len(console.failures) < 10_000:  # SECURITY: bounded, whatever names are tried
-            console.failures.setdefault(name, []).append(now)
+        _note_failure(console, name, now)
         # A name typed by mistake may be anything (even a card number), and a directory name may
         # be a patron's: only names of local staff accounts are kept.
         who = name if await console.accounts.exists(name) else "(unknown name)"
