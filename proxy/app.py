@@ -362,7 +362,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         await records.start()
         shared = await open_shared(config, keys, records.security)
         needed = NeededHosts(config.proxy.state_dir / "needed-hosts.json",
-                             retention_days=int(config.records.detail_retention // 86400))
+                             retention_days=int(config.records.detail_retention // 86400), tz=config.records.tz)
         await needed.start()
         records.retention.add("needed-hosts", needed.purge)
         site = context.Site.from_config(config)

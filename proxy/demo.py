@@ -64,8 +64,11 @@ def received_page(request: web.Request) -> str:
     show = shown_as_received
     rows = "".join(f"<tr><th>{show(k)}</th><td><code>{show(v)}</code></td></tr>" for k, v in request.headers.items())
     token = request.headers.get("X-Library-Membership", "")
-    if token:
-        claims = jwt.decode(token, options={"verify_signature": False})
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False}) if token else None
+    except jwt.DecodeError:
+        claims = {}  # not a JWT (sent by hand to the demo vendor): shown as it came, claimless
+    if token and claims is not None:
         claim_rows = "".join(
             f"<tr><th>{show(name)}</th><td><code>{show(_claim_value(name, value))}</code>"
             f"<br>{show(_CLAIMS.get(name, 'not a claim the library sends'))}</td></tr>"

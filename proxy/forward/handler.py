@@ -204,7 +204,19 @@ class Forwarder:
                 return self.answers.message(refusal)
         if exchange.first_visit and session is not None:
             await self.store.mark_visited(session, vendor.id)
+        try:
+            return await self._exchange(request, routes, origin, route, session, exchange, member=member,
+                                        in_library=in_library, on_response=on_response, static_only=static_only)
+        finally:
+            # Every exchange is reported, whatever became of it (refused body, vendor failure,
+            # WebSocket, static-only refusal): its session was marked visited above.
+            for observer in self.observers:
+                observer.done(exchange)
 
+    async def _exchange(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
+                        session: Session | None, exchange: Exchange, *, member: bool, in_library: bool,
+                        on_response: OnResponse, static_only: bool) -> web.StreamResponse:
+        vendor, raw_path = route.vendor, exchange.path
         headers = self._headers(request, routes, origin, route)
         self._add_cookies(headers, session, vendor.id, origin, raw_path)
         if member:
@@ -246,8 +258,6 @@ class Forwarder:
                 request, routes, route, origin, upstream, self.answers, self.max_body,
                 self._keep_cookies(session, vendor.id), on_response,
             )
-        for observer in self.observers:
-            observer.done(exchange)
         return response
 
     def _vendor_path(self, raw_path: str, routes: Routes) -> str:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,10 +79,12 @@ def parse_report(body: bytes) -> Iterator[tuple[str, str]]:
 class NeededHosts:
     """Counts of blocked hosts per vendor and day, kept in a small JSON file in ``state_dir``."""
 
-    def __init__(self, path: Path, *, retention_days: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, retention_days: int, clock: Callable[[], float] = time.time,
+                 tz: tzinfo | None = None) -> None:
         self.path = path
         self.retention_days = retention_days
         self._clock = clock
+        self._tz = tz  # day boundaries as the statistics draw them ([records] timezone)
         # vendor -> host -> day (ISO) -> count
         self._counts: dict[str, dict[str, dict[str, int]]] = {}
         self._dirty = False
@@ -92,7 +94,7 @@ class NeededHosts:
         hosts = self._counts.setdefault(vendor_id, {})
         if host not in hosts and len(hosts) >= MAX_HOSTS_PER_VENDOR:
             return  # SECURITY: bounded, whatever a page makes browsers report
-        day = date.fromtimestamp(self._clock()).isoformat()
+        day = datetime.fromtimestamp(self._clock(), self._tz).date().isoformat()
         days = hosts.setdefault(host, {})
         days[day] = days.get(day, 0) + 1
         self._dirty = True
@@ -109,7 +111,7 @@ class NeededHosts:
     def purge(self, now: float | None = None) -> int:
         """Forget counts older than the retention; returns how many day entries went."""
         current = self._clock() if now is None else now
-        cutoff = date.fromtimestamp(current - self.retention_days * 86400.0).isoformat()
+        cutoff = datetime.fromtimestamp(current - self.retention_days * 86400.0, self._tz).date().isoformat()
         removed = 0
         for vendor_id in list(self._counts):
             hosts = self._counts[vendor_id]
@@ -159,6 +161,7 @@ class NeededHosts:
         try:
             await asyncio.to_thread(self._save, snapshot)
         except OSError as exc:
+            self._dirty = True  # try again at the next save
             log.warning("cannot save the needed-hosts counts: %s", exc.strerror)
 
     async def start(self) -> None:

@@ -75,11 +75,10 @@ anchors each is found by a case-insensitive ``re`` split of the buffer itself, s
 anchor's first non-letter so ``re`` searches as fast as for a literal; with more, the buffer is
 lower-cased once and split with ``bytes.split``. tests/test_rewrite_accel.py holds the two loops
 to the same output. The pure-Python loop memoises by a fixed window of bytes around each hit
-instead (one slice per hit is cheaper in Python than finding the exact bytes). Measured by
-``bench/bench_rewrite.py`` on this project's VM (Python 3.11), per 200 KB page with ~500
-mentions: about 0.1 ms compiled (2 GB/s, faster than one ``bytes.replace`` of a single literal),
-0.8 ms in pure Python (1-2 µs per mention on top of two or three passes over the bytes); on the
-corpus, about 0.03 ms per 138 KB file compiled (docs/rewriting.md).
+instead (one slice per hit is cheaper in Python than finding the exact bytes). On the real-page
+corpus the compiled loop takes about 0.03 ms per 138 KB file (docs/rewriting.md). On the
+generated worst case of ``bench/bench_rewrite.py`` (a 200 KB page with ~500 mentions, measured
+before the shape-keyed memo): about 0.1 ms compiled, 0.8 ms in pure Python.
 
 Everything is linear in the input: per hit the matcher reads a bounded window (at most
 ``MAX_MENTION`` bytes), memo tables are capped, and there is no backtracking regular expression.

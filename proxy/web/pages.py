@@ -211,7 +211,8 @@ class Pages:
         logo = self._library.logo if self._library else None
         if logo is None:
             raise web.HTTPNotFound()
-        response = web.Response(body=logo.read_bytes(), content_type=LOGO_TYPES[logo.suffix.lower()])
+        # FileResponse reads the file off the event loop.
+        response = web.FileResponse(logo, headers={"Content-Type": LOGO_TYPES[logo.suffix.lower()]})
         response.headers["Cache-Control"] = "public, max-age=300"
         response.headers["X-Content-Type-Options"] = "nosniff"
         # SECURITY: an SVG logo opened on its own must not run script in the proxy's origin.

@@ -20,7 +20,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
@@ -484,7 +483,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
 
 
-routes.static("/static", str(Path(__file__).parent / "static"))
+routes.static("/static", str(STATIC))
 
 
 async def connect(request: web.Request) -> web.StreamResponse:
