@@ -479,6 +479,16 @@ def warnings(config: Config) -> list[str]:
             "and sign patrons out, and everything patrons send crosses the network readable. Production "
             "needs https (tls_cert/tls_key, or scheme = \"https\" behind a TLS terminator)."
         )
+    if config.sessions.store == "redis" and not config.proxy.secret:
+        # A warning, not a problem: workers of one machine (serve --workers) all read the same
+        # state_dir/secret and agree; only instances on several machines do not.
+        found.append(
+            "[sessions] store is \"redis\" but [proxy] secret is not set: each machine then uses the "
+            f"secret generated in its own state_dir ({config.proxy.state_dir / 'secret'}), so instances on "
+            "different machines compute different keyed hashes: a card locked on one is not locked on the "
+            "others, and patron keys (sign out everywhere, usage limits) differ. Give every instance the same "
+            "secret, e.g. secret = \"env:LIBPROXY_SECRET\" (openssl rand -base64 48)."
+        )
     return found
 
 

@@ -4,6 +4,9 @@ With sessions in Redis, the same Redis holds the assertion signing keys (one JWK
 instance, ``keys rotate`` reaching all of them) and shares the security memory's epoch keys and
 increments (``records/shared_security.py``). With the memory store there is one instance and
 nothing to share: the key file and the in-process memory serve as before.
+
+The security memory's epoch keys are derived from the keyed-hash secret (``load_secret``) and a
+salt kept in Redis, so every instance must be given the same secret (``[proxy] secret``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -52,8 +57,27 @@ class Shared:
 SHARED = web.AppKey("libproxy.shared", Shared)
 
 
-async def open_shared(config: Config, file_keys: KeyRing, memory: SecurityMemory) -> Shared:
-    """Open what this configuration shares; raises ConfigError when the key set is unusable."""
+def load_secret(config: Config) -> bytes:
+    """The keyed-hash secret: from the configuration, or a random one kept in state_dir (made
+    here on first use, readable by the proxy's user only)."""
+    if config.proxy.secret:
+        return config.proxy.secret.encode("utf-8")
+    path = config.proxy.state_dir / "secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+async def open_shared(config: Config, file_keys: KeyRing, memory: SecurityMemory,
+                      secret: bytes | None = None) -> Shared:
+    """Open what this configuration shares; raises ConfigError when the key set is unusable.
+
+    ``secret`` is the keyed-hash secret (``load_secret``), read here when not given: the shared
+    security memory derives its epoch keys from it.
+    """
     if config.sessions.store != "redis" or config.sessions.redis_url is None:
         return Shared(keys=file_keys, closers=[], refresh_every=10.0)
     from redis import asyncio as aioredis
@@ -80,7 +104,9 @@ async def open_shared(config: Config, file_keys: KeyRing, memory: SecurityMemory
             raise ConfigError([f"[assertion] key_store = \"redis\": the signing keys cannot be read from Redis "
                                f"at start ({cause}); start Redis first"]) from None
         shared.keys = ring
-    counters = RedisSharedCounters(redis, memory)
+    if secret is None:
+        secret = await asyncio.to_thread(load_secret, config)
+    counters = RedisSharedCounters(redis, memory, secret)
     await counters.start()
     shared.counters = counters
     shared.closers.append(counters)

@@ -4,6 +4,9 @@ instance gone and the other carrying on, one lockout, one JWKS following a rotat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +23,25 @@ from tests.support import Browser, EchoVendor, RunningProxy, base_config, run_pr
 pytestmark = pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
 
 
+SECRET = "s3cret-shared-by-every-instance-" + "x" * 16
+
+
 @pytest.fixture
 def redis_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with redis_server() as url:
         monkeypatch.setenv("LIBPROXY_TEST_REDIS", url)
+        monkeypatch.setenv("LIBPROXY_TEST_SECRET", SECRET)
         yield url
 
 
-def _config(tmp_path: Path, echo: EchoVendor, name: str) -> Any:
+def _config(tmp_path: Path, echo: EchoVendor, name: str, **sections: Any) -> Any:
     vendor = {"id": "echo", "title": "E", "start": f"{echo.origin}/", "hosts": [echo.origin],
               "groups": ["wolcott"]}
-    # Each instance its own state directory, as on two machines: nothing shared through files.
+    # Each instance its own state directory, as on two machines: nothing shared through files,
+    # the keyed-hash secret given to each from the environment.
     (tmp_path / name).mkdir(exist_ok=True)
-    config = base_config(tmp_path, [vendor], sessions={"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"})
+    config = base_config(tmp_path, [vendor], sessions={"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"},
+                         proxy={"secret": "env:LIBPROXY_TEST_SECRET"}, **sections)
     from dataclasses import replace
 
     return replace(config, proxy=replace(config.proxy, state_dir=tmp_path / name / "state"))
@@ -148,3 +157,92 @@ async def test_nothing_identifying_crosses_redis(tmp_path: Path, echo: EchoVendo
         finally:
             client.close()
         assert "29000100000011" not in dump and "203.0.113.77" not in dump
+
+
+def _dump(url: str) -> dict[str, object]:
+    """Every key in Redis and what it holds."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        dump: dict[str, object] = {}
+        for key in client.keys("*"):
+            kind = client.type(key)
+            dump[key] = (client.get(key) if kind == "string" else client.hgetall(key) if kind == "hash"
+                         else client.zrange(key, 0, -1) if kind == "zset" else sorted(client.smembers(key)))
+        return dump
+    finally:
+        client.close()
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+async def test_redis_holds_nothing_that_recomputes_a_hash(tmp_path: Path, echo: EchoVendor, redis_env: str) -> None:
+    """Failed sign-ins on two instances with one secret: the card is locked on both, and no
+    value in Redis (salts included) works as the key that made the hashes stored next to it."""
+    from proxy.records.security import normalise_client
+    from proxy.records.shared_security import derive_epoch_key
+
+    # A few real wrong PINs lock the card from this address; no growing delay to wait through.
+    security = {"security": {"max_failures": 3, "slow_after": 50}}
+    wrong = {"card": "2000", "client": normalise_client("127.0.0.1")}
+    async with run_proxy(_config(tmp_path, echo, "a", records=security)) as first, \
+            run_proxy(_config(tmp_path, echo, "b", records=security)) as second:
+        guesser = Browser(first)
+        try:
+            for _ in range(3):
+                reply = await guesser.sign_in("2000", "0000")
+                assert reply.status != 429
+            assert (await guesser.sign_in("29000100000011", "0000")).status != 429
+        finally:
+            await guesser.close()
+        memory_b = second.app[RECORDS].security
+
+        async def locked_on_b() -> bool:
+            return memory_b.is_locked("2000", "127.0.0.1")
+
+        await until(locked_on_b, what="the lock to reach the other instance")
+        owner = Browser(second)
+        try:
+            assert (await owner.sign_in("2000", "2222")).status == 429  # the right PIN, locked here too
+        finally:
+            await owner.close()
+
+        def counted() -> bool:
+            return any(k.startswith("libproxy:sec:c:") and v for k, v in _dump(redis_env).items())
+
+        await until(lambda: asyncio.to_thread(counted), what="the counts to reach Redis")
+        dump = await asyncio.to_thread(_dump, redis_env)
+
+    assert not [k for k in dump if k.startswith("libproxy:sec:k:")]  # no key of the old layout
+    salts = {int(k.rsplit(":", 1)[1]): bytes.fromhex(str(v)) for k, v in dump.items()
+             if k.startswith("libproxy:sec:salt:")}
+    digests = {field.split("|")[0] for k, v in dump.items() if k.startswith("libproxy:sec:c:")
+               for field in v}  # type: ignore[union-attr]
+    assert salts and digests
+    messages = [f"card\x1f{wrong['card']}", f"pair\x1f{wrong['card']}\x1f{wrong['client']}",
+                f"client\x1f{wrong['client']}", "card\x1f29000100000011"]
+
+    def made_with(key: bytes) -> set[str]:
+        return {hmac.new(key, m.encode(), hashlib.sha256).digest()[:16].hex() for m in messages} & digests
+
+    # Every value Redis holds, as text and (when it is hex) as the bytes it spells, tried as the key.
+    candidates: set[bytes] = set()
+    for text in [*dump, *(s for v in dump.values() for s in _strings(v))]:
+        candidates.add(text.encode())
+        with contextlib.suppress(ValueError):
+            candidates.add(bytes.fromhex(text))
+    for candidate in candidates:
+        assert not made_with(candidate)
+    # Not a vacuous check: with the secret, the salt gives the key that made the card's hashes.
+    derived = set().union(*(made_with(derive_epoch_key(SECRET.encode(), salt, i)) for i, salt in salts.items()))
+    assert len(derived) >= 3
+    assert "29000100000011" not in json.dumps(dump)

@@ -253,3 +253,19 @@ async def test_redis_count_does_not_scan(redis_url: str) -> None:
     finally:
         client.close()
         await store.close()
+
+
+def test_redis_without_a_secret_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instances on several machines need one keyed-hash secret; check-config and the start say so."""
+    from dataclasses import replace
+
+    from proxy.config import warnings
+
+    monkeypatch.setenv("LIBPROXY_TEST_REDIS", "redis://127.0.0.1:1/0")
+    config = base_config(tmp_path, [], sessions={"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"})
+    found = [w for w in warnings(config) if "[proxy] secret" in w]
+    assert len(found) == 1 and "env:LIBPROXY_SECRET" in found[0]
+    config = replace(config, proxy=replace(config.proxy, secret="z" * 48))
+    assert not [w for w in warnings(config) if "[proxy] secret" in w]
+    memory = base_config(tmp_path, [])
+    assert not [w for w in warnings(memory) if "[proxy] secret" in w]

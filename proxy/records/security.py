@@ -2,11 +2,15 @@
 
 What is remembered is a handful of counters. Each counter is filed under
 ``HMAC-SHA256(epoch key, category + subject)``, where the epoch key is 32 random bytes made in
-memory when the epoch starts (``rotate``, default one day) and never written anywhere or derived
-from anything. The current and the previous epoch's keys are kept (so a window straddling the
-rotation still counts), older keys are dropped together with every counter filed under them.
-Once that happens nobody, the proxy included, can tell which card a forgotten counter was about:
-the only way back from a hash to a card is the key, and the key is gone.
+memory when the epoch starts (``rotate``, default one day) and never written anywhere. The
+current and the previous epoch's keys are kept (so a window straddling the rotation still
+counts), older keys are dropped together with every counter filed under them. Once that happens
+nobody, the proxy included, can tell which card a forgotten counter was about: the only way back
+from a hash to a card is the key, and the key is gone.
+
+Several instances sharing the memory (``shared_security.py``) use one key per epoch instead,
+derived from the proxy's keyed-hash secret and a random per-epoch salt kept in Redis: Redis
+never holds a key, and once the salt has expired the key cannot be derived again.
 
 Nothing here is written to disk; a restart forgets everything (and so unlocks every card, which
 costs an attacker a restart of the library's server, not something they can cause).
@@ -192,9 +196,9 @@ class _Epoch:
 
     def __init__(self, index: int, maxsize: int, ttl: float, clock: Clock, key: bytes | None = None) -> None:
         self.index = index
-        # SECURITY: random, never derived from the proxy secret: once this object is dropped (and,
-        # when instances share it, its Redis copy has expired), hashes made with it cannot be
-        # recomputed by anyone.
+        # SECURITY: random when on its own; when instances share the memory, derived from the
+        # secret and a salt that expires from Redis with the epoch. Either way, once this
+        # object is dropped (and the salt has expired), hashes made with it cannot be recomputed.
         self.key = key if key is not None else secrets.token_bytes(32)
         # SECURITY: bounded; a flood of distinct cards evicts the least recently used counters
         # (a flood from one client is stopped earlier by the per-client limit).

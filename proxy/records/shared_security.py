@@ -3,25 +3,34 @@
 Each instance keeps its own ``SecurityMemory`` (its checks stay synchronous and cheap, and
 ``SignInGuard`` is unchanged); what makes the instances agree:
 
-* **one key per epoch for all**: the first instance to need epoch N's key makes 32 random bytes
-  and stores them with ``SET NX`` (the others read the winner's), expiring when the epoch's
-  counters must be unreachable (two rotations after it began, plus a minute). Keys for the
-  current and the next epoch are fetched ahead, so a rotation never waits on Redis;
+* **one key per epoch for all, never in Redis**: the first instance to need epoch N makes a
+  32-byte random *salt* and stores it with ``SET NX`` (the others read the winner's), expiring
+  when the epoch's counters must be unreachable (two rotations after it began, plus a minute).
+  Every instance derives the epoch's key as ``HMAC-SHA256(keyed-hash secret, label || salt ||
+  N)``: the secret (``[proxy] secret``) is the same on every instance and is never written to
+  Redis, so a copy of Redis (salts, keyed hashes, counts) does not let anyone test card numbers
+  or addresses against the hashes. Salts for the current and the next epoch are fetched ahead,
+  so a rotation never waits on Redis. Once an epoch's salt has expired and every instance has
+  dropped the epoch, its key cannot be derived again, even with the secret;
 * **every increment to every instance**: a failed sign-in counted on one instance is published
   (epoch, keyed hash, category, window, n) and added by the others within a round trip, so a
   card locked on one instance is locked on all of them;
 * **a restarted instance catches up**: increments are also summed per window in a Redis hash per
-  epoch (expiring with the epoch's key), read once at start.
+  epoch (expiring with the epoch's salt), read once at start.
 
 What crosses Redis is what the memory holds: keyed hashes and counts, never a card number,
-address or patron key. If Redis is unreachable each instance goes on counting on its own (and
-says so, once a minute), exactly as a single instance would.
+address, patron key or hashing key. Instances with different secrets compute different hashes
+and so do not share locks: ``check-config`` warns when Redis sessions are used without an
+explicit ``[proxy] secret``. If Redis is unreachable each instance goes on counting on its own
+(and says so, once a minute), exactly as a single instance would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -36,15 +45,29 @@ from proxy.records.security import SecurityMemory
 log = logging.getLogger("libproxy.records")
 
 CHANNEL = "libproxy:sec"
-_KEY = "libproxy:sec:k:"  # + epoch index: the epoch's hashing key (hex)
+_SALT = "libproxy:sec:salt:"  # + epoch index: the epoch's salt (hex); the key is derived from it
+# The previous version stored each epoch's hashing key itself here: removed at start.
+_LEGACY_KEY = "libproxy:sec:k:"
+# Keeps epoch keys apart from every other HMAC the proxy makes with the same secret.
+_LABEL = b"libproxy security memory epoch key\x00"
 _COUNTS = "libproxy:sec:c:"  # + epoch index: hash of "digest|category|window|start" -> count
 _GLOBAL = "libproxy:sec:g"  # hash of "window|start" -> count (names nobody)
 MAX_OUTBOX = 10_000  # increments waiting for Redis; beyond that the oldest are dropped
 
 
+def derive_epoch_key(secret: bytes, salt: bytes, index: int) -> bytes:
+    """The hashing key of epoch ``index``: what every instance with the same secret computes
+    from the salt stored in Redis (and what nobody can compute from Redis alone)."""
+    return hmac.new(secret, _LABEL + salt + index.to_bytes(8, "big", signed=True), hashlib.sha256).digest()
+
+
 class RedisSharedCounters:
-    def __init__(self, redis: aioredis.Redis, memory: SecurityMemory, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: aioredis.Redis, memory: SecurityMemory, secret: bytes,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not secret:
+            raise ValueError("the shared security memory needs the keyed-hash secret")
         self._redis = redis
+        self._secret = secret
         self._memory = memory
         self._rotate = memory.options.rotate
         self._clock = clock
@@ -76,6 +99,10 @@ class RedisSharedCounters:
     async def start(self) -> None:
         """Fetch the epoch keys and the counts so far, then follow the others' increments."""
         try:
+            # SECURITY: the previous version kept each epoch's key in Redis next to its hashes:
+            # deleting the keys makes those hashes unlinkable to any card.
+            current = self._index()
+            await self._redis.delete(*(f"{_LEGACY_KEY}{i}" for i in (current - 1, current, current + 1)))
             await self._fetch_keys()
             await self._load_counts()
         except (RedisError, OSError) as exc:
@@ -110,14 +137,21 @@ class RedisSharedCounters:
         for index in (current - 1, current, current + 1):
             if index in self._keys:
                 continue
-            name = f"{_KEY}{index}"
-            # SECURITY: the key expires when the epoch's counters must be unreachable.
+            name = f"{_SALT}{index}"
+            # SECURITY: the salt expires when the epoch's counters must be unreachable: after
+            # that, its key cannot be derived again, the secret notwithstanding.
             expires = int((index + 2) * self._rotate + 60)
             if index >= current:
                 await self._redis.set(name, secrets.token_hex(32), nx=True, exat=expires)
             raw = await self._redis.get(name)
             if raw is not None:
-                self._keys[index] = bytes.fromhex(raw if isinstance(raw, str) else raw.decode())
+                try:
+                    salt = bytes.fromhex(_s(raw))
+                except ValueError:
+                    self._log.warning("security memory: the salt of epoch %d in Redis is damaged", index)
+                    continue
+                # SECURITY: only the salt is in Redis; the key needs the secret as well.
+                self._keys[index] = derive_epoch_key(self._secret, salt, index)
         for old in [i for i in self._keys if i < current - 1]:
             del self._keys[old]
         self._memory.adopt_keys(self._keys)
