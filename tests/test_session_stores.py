@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,22 @@ async def test_concurrent_responses_keep_every_cookie(store_and_clock: tuple[Ses
                            for i, c in enumerate(copies) if c is not None))
     found = await store.get(session.id)
     assert found is not None and {c.name for c in found.jars["gale"]} == {"c0", "c1", "c2"}
+
+
+async def test_concurrent_first_visits_count_once(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    """Twenty first requests to one vendor at once, each from its own copy of the session read
+    before any wrote (as parallel requests or two instances have): exactly one is the first."""
+    store, _ = store_and_clock
+    session = await store.create(MEMBER)
+    read = [await store.get(session.id) for _ in range(20)]
+    copies = [replace(c, visited=set(c.visited)) for c in read if c is not None]
+    assert len(copies) == 20 and not any("gale" in c.visited for c in copies)
+    firsts = await asyncio.gather(*(store.mark_visited(c, "gale") for c in copies))
+    assert firsts.count(True) == 1 and firsts.count(False) == 19
+    found = await store.get(session.id)
+    assert found is not None and found.visited == {"gale"}
+    assert await store.mark_visited(found, "gale") is False
+    assert await store.mark_visited(found, "jstor") is True
 
 
 async def test_sign_out_everywhere(store_and_clock: tuple[SessionStore, Clock]) -> None:
@@ -257,8 +274,6 @@ async def test_redis_count_does_not_scan(redis_url: str) -> None:
 
 def test_redis_without_a_secret_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Instances on several machines need one keyed-hash secret; check-config and the start say so."""
-    from dataclasses import replace
-
     from proxy.config import warnings
 
     monkeypatch.setenv("LIBPROXY_TEST_REDIS", "redis://127.0.0.1:1/0")

@@ -114,8 +114,11 @@ class SessionStore(Protocol):
         """Apply cookies a vendor set (an expired one removes its namesake) to the session's jar
         for that vendor, in ``session`` and in the store, one cookie at a time."""
 
-    async def mark_visited(self, session: Session, vendor_id: str) -> None:
-        """Remember that the session opened this vendor."""
+    async def mark_visited(self, session: Session, vendor_id: str) -> bool:
+        """Remember that the session opened this vendor; True only for the call that recorded it
+        first. Atomic in the store: of concurrent calls for one session and vendor (each with
+        its own copy of the session, on one instance or several) exactly one returns True, so
+        the statistics count a session's first visit once."""
 
     async def delete(self, session_id: str) -> None: ...
 

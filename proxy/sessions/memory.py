@@ -48,8 +48,14 @@ class MemorySessionStore:
         for cookie in cookies:
             jar.apply(cookie, now)
 
-    async def mark_visited(self, session: Session, vendor_id: str) -> None:
+    async def mark_visited(self, session: Session, vendor_id: str) -> bool:
+        # No await between the test and the change: atomic on the event loop. The session may
+        # be a copy (a caller's own): the stored one decides.
+        stored = self._sessions.get(session.id, session)
+        first = vendor_id not in stored.visited
+        stored.visited.add(vendor_id)
         session.visited.add(vendor_id)
+        return first
 
     async def touch(self, session: Session) -> None:
         now = self._clock()

@@ -166,13 +166,16 @@ class RedisSessionStore:
             pipe.expire(key, self._ttl(session, now))
             await self._call(pipe.execute())
 
-    async def mark_visited(self, session: Session, vendor_id: str) -> None:
+    async def mark_visited(self, session: Session, vendor_id: str) -> bool:
         session.visited.add(vendor_id)
         key = PREFIX + "j:" + _digest(session.id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "v" + _SEP + vendor_id, "1")
+            # HSETNX: of two first responses at once (two instances, or two copies of the
+            # session read before either wrote), only one sets the field, and only it counts.
+            pipe.hsetnx(key, "v" + _SEP + vendor_id, "1")
             pipe.expire(key, self._ttl(session, self._clock()))
-            await self._call(pipe.execute())
+            created, _ = await self._call(pipe.execute())
+        return bool(created)
 
     async def touch(self, session: Session) -> None:
         now = self._clock()
