@@ -18,19 +18,29 @@ be kept for as long as IT likes without becoming a record of anyone's reading.
     libproxy_session_store_errors                  failed calls to the session store since start
 
 A private registry per application: two proxies in one process (the tests) never mix figures.
+
+With ``serve --workers N`` every worker counts its own requests; a scrape, answered by the first
+worker (the staff listener's), must show the sum. The parent of the workers calls
+``share_between_workers`` before forking: from then on every process writes its figures to its
+own files in a directory of that run (prometheus-client's multiprocess mode), and ``/metrics``
+sums the files of every worker, dead ones' counters included (their requests happened). The
+gauges are set by the worker answering the scrape; those of a dead worker are dropped
+(``worker_gone``). One process (and the tests) never share: private registries as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from proxy import context
@@ -59,6 +69,47 @@ def outcome_of(status: int) -> str:
 
 _SIGN_IN = {302: "succeeded", 303: "succeeded", 401: "failed", 429: "locked", 503: "unavailable"}
 
+# The directory every worker of this run writes its figures to; None: a process of its own.
+# Set in the parent before it forks, so each worker inherits it.
+_shared_dir: str | None = None
+# prometheus-client asks for the process id on every increment, to notice a fork; os.getpid() is
+# a system call each time, so the id is kept here and refreshed in a forked child instead.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def _process_id() -> int:
+    return _pid
+
+
+def share_between_workers(directory: Path) -> None:
+    """From now on, figures go to per-process files in ``directory`` (which must exist, empty).
+
+    For the parent of ``serve --workers``, before the first fork and before any ``Metrics``: a
+    metric's storage is chosen when it is made. prometheus-client chooses it once, when first
+    imported, from PROMETHEUS_MULTIPROC_DIR; the command line has imported it long before it
+    knows there will be workers, so the choice is made again here (the metrics read
+    ``values.ValueClass`` when each is made). The variable is set too, for the parts of
+    prometheus-client that look at it.
+    """
+    global _shared_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
+    _shared_dir = str(directory)
+
+
+def worker_gone(pid: int) -> None:
+    """A worker has exited: its gauges no longer count (its counters still do)."""
+    if _shared_dir is not None:
+        multiprocess.mark_process_dead(pid, _shared_dir)  # type: ignore[no-untyped-call]
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -78,10 +129,21 @@ class Metrics:
                                     registry=registry)
         self.cancelled = Counter("libproxy_cancelled", "Answers the patron left before the end (a cancelled "
                                  "download)", ["vendor"], registry=registry)
-        self.sessions = Gauge("libproxy_sessions", "Live sessions", registry=registry)
-        self.ready = Gauge("libproxy_ready", "1 when the part is ready", ["part"], registry=registry)
+        # With workers, the gauges are set by the worker answering the scrape (the store is
+        # shared, so its figure is everybody's): its latest value counts, a dead worker's not.
+        self.sessions = Gauge("libproxy_sessions", "Live sessions", registry=registry,
+                              multiprocess_mode="livemostrecent")
+        self.ready = Gauge("libproxy_ready", "1 when the part is ready", ["part"], registry=registry,
+                           multiprocess_mode="livemostrecent")
         self.store_errors = Gauge("libproxy_session_store_errors", "Failed session store calls since start",
-                                  registry=registry)
+                                  registry=registry, multiprocess_mode="livesum")
+        if _shared_dir is None:
+            self._exported = registry
+        else:
+            # The files of every worker, read at each scrape; the private registry of this
+            # worker would only repeat its own share.
+            self._exported = CollectorRegistry(auto_describe=True)
+            multiprocess.MultiProcessCollector(self._exported, path=_shared_dir)  # type: ignore[no-untyped-call]
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         # Labelled children cached per vendor: labels() is a locked dictionary lookup of its own.
         self._waits: dict[str, Histogram] = {}
@@ -142,7 +204,7 @@ class Metrics:
         child.inc(size)
 
     def scrape(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exported)
 
 
 METRICS = web.AppKey("libproxy.metrics", Metrics)

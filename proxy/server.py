@@ -14,7 +14,9 @@ and several worker processes on one listening socket.
   fails for lack of descriptors, one line a minute instead of a traceback per attempt.
 * **Workers** (``serve --workers N|auto``): the parent binds the socket once and forks N
   processes that accept on it; only the first runs the staff listener. The parent forwards
-  SIGTERM and SIGHUP, restarts a worker that dies, and exits when they have all stopped.
+  SIGTERM and SIGHUP, restarts a worker that dies, and exits when they have all stopped. The
+  workers' metrics are written to ``state_dir/metrics/<parent pid>/`` (made empty at start,
+  removed at the end), so the staff listener's ``/metrics`` is the sum over all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import time
@@ -262,6 +265,36 @@ def bind(cfg: config_mod.Config) -> socket.socket:
     return sock
 
 
+METRICS_DIR = "metrics"
+
+
+def fresh_metrics_dir(state_dir: Path) -> Path:
+    """An empty directory for this run's metrics files, ``state_dir/metrics/<pid>``.
+
+    Figures left by an earlier run must not be added to this one's, so the directory starts
+    empty; those of runs whose parent is gone are removed (a run killed without its cleanup),
+    those of a run still going (another instance on the same state_dir) are left alone.
+    """
+    base = state_dir / METRICS_DIR
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in base.iterdir():
+        if entry.name.isdigit() and (int(entry.name) == os.getpid() or not _alive(int(entry.name))):
+            shutil.rmtree(entry, ignore_errors=True)
+    directory = base / str(os.getpid())
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: config_mod.Config, count: int, *,
                 loop_choice: str, ssl_context: Any) -> int:
     """The parent of ``count`` workers accepting on one socket; returns the exit status."""
@@ -273,6 +306,11 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
 
     load_secret(cfg)
     load_or_create_keys(cfg.assertion.key_file, cfg.assertion.algorithm)
+    from proxy import metrics
+
+    # Before the first fork: every worker inherits where to write its figures.
+    shared = fresh_metrics_dir(cfg.proxy.state_dir)
+    metrics.share_between_workers(shared)
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
@@ -320,6 +358,7 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
         if pid not in children:
             continue
         number = children.pop(pid)
+        metrics.worker_gone(pid)
         code = os.waitstatus_to_exitcode(status)
         if not stopping:
             failures += 1
@@ -327,6 +366,7 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
             time.sleep(min(5.0, 0.2 * failures))  # a worker that dies at once must not spin
             spawn(number)
     sock.close()
+    shutil.rmtree(shared, ignore_errors=True)
     log.info("all workers stopped")
     return 0
 

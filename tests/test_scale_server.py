@@ -382,3 +382,89 @@ def _proxied_host(cfg: config_mod.Config, origin: str) -> str:
     found = VendorMap(cfg.vendors, cfg.proxy.host, cfg.proxy.scheme).proxied_netloc(parsed.origin)
     assert found is not None
     return found
+
+
+def _requests_total(text: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("libproxy_requests_total{"))
+
+
+def _pids_that_counted(folder: Path) -> set[str]:
+    # A worker's counter file appears with its first counted request (every counter is
+    # labelled, so none exists before): which workers have answered, without asking them.
+    return {p.stem.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+
+
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    """``serve --workers 2``: /metrics (answered by the first worker) counts the requests every
+    worker answered, still counts those of a worker that died, and says nothing of anyone."""
+    log, tmp = served
+    port, staff = free_port(), free_port()
+    marker = "privacy-marker-path-77c1"
+    with redis_server() as url:
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
+                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
+        os.environ["LIBPROXY_TEST_REDIS"] = url
+        try:
+            proc = _serve(path, log, "--workers", "2")
+        finally:
+            del os.environ["LIBPROXY_TEST_REDIS"]
+        folder = tmp / "state" / "metrics" / str(proc.pid)
+        try:
+            wait_for(lambda: (port_open(port) and port_open(staff)) or proc.poll() is not None, 60,
+                     "the workers to listen")
+            assert proc.poll() is None, log.read_text()
+            wait_for(lambda: log.read_text().count("proxy ready") == 2, 60, "both workers to be ready")
+            sent = 0
+
+            async def batch(count: int) -> None:
+                # A connection each, so the kernel hands them to either worker.
+                nonlocal sent
+                statuses = await asyncio.gather(*(_status(port, PROXY_HOST, f"/{marker}?q={marker}" if i == 0
+                                                          else "/healthz") for i in range(count)))
+                sent += count
+                assert set(statuses) <= {200, 404}, statuses
+
+            async def both_answered() -> bool:
+                await batch(10)
+                return len(_pids_that_counted(folder)) == 2
+
+            await until(both_answered, 60, "both workers to answer some requests")
+
+            async def scrape() -> str:
+                async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{staff}/metrics") as r:
+                    assert r.status == 200
+                    return await r.text()
+
+            text = await scrape()
+            assert _requests_total(text) == sent, text
+            assert 'libproxy_requests_total{outcome="ok",vendor="-"}' in text
+            for secret in (marker, "127.0.0.1", "pid=", str(proc.pid), *_pids_that_counted(folder)):
+                assert secret not in text, secret
+
+            # A worker dies and is started again: its requests still count, its gauges no more.
+            workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            victim = next(pid for pid in workers if pid in _pids_that_counted(folder))
+            os.kill(int(victim), signal.SIGKILL)
+            wait_for(lambda: "exited unexpectedly" in log.read_text(), 30, "the parent to see the worker die")
+            assert not list(folder.glob(f"gauge_live*_{victim}.db"))
+            assert list(folder.glob(f"counter_{victim}.db"))
+            wait_for(lambda: log.read_text().count("proxy ready") == 3 and port_open(staff), 60,
+                     "the worker to be started again")
+            await batch(10)
+            scraped = ""
+
+            async def all_counted() -> bool:
+                nonlocal scraped
+                with contextlib.suppress(aiohttp.ClientError):
+                    scraped = await scrape()
+                return _requests_total(scraped) == sent
+
+            await until(all_counted, 30, f"{sent} requests in the scrape")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
+            assert not folder.exists()  # nothing of the run's figures is left behind
+            assert "Traceback" not in log.read_text()
+        finally:
+            _stop(proc)
