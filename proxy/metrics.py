@@ -11,6 +11,7 @@ be kept for as long as IT likes without becoming a record of anyone's reading.
     libproxy_pool_turned_away_total{vendor}        ... that ended with the "busy" page
     libproxy_signins_total{outcome}                succeeded, failed, locked, unavailable, refused
     libproxy_vendor_bytes_total{vendor}            body bytes relayed from vendors (rewritten or not)
+    libproxy_rewritten_bytes_total{vendor}         ... of bodies that went through the rewriter
     libproxy_cancelled_total{vendor}               patrons who went away mid-answer (a cancelled
                                                     download): counted, not an error
     libproxy_sessions                              live sessions (counted by the store, not scanned)
@@ -127,6 +128,8 @@ class Metrics:
         self.signins = Counter("libproxy_signins", "Sign-in attempts by outcome", ["outcome"], registry=registry)
         self.vendor_bytes = Counter("libproxy_vendor_bytes", "Body bytes relayed from vendors", ["vendor"],
                                     registry=registry)
+        self.rewritten_bytes = Counter("libproxy_rewritten_bytes", "Body bytes from vendors that went through "
+                                       "the rewriter (as received)", ["vendor"], registry=registry)
         self.cancelled = Counter("libproxy_cancelled", "Answers the patron left before the end (a cancelled "
                                  "download)", ["vendor"], registry=registry)
         # With workers, the gauges are set by the worker answering the scrape (the store is
@@ -148,6 +151,7 @@ class Metrics:
         # Labelled children cached per vendor: labels() is a locked dictionary lookup of its own.
         self._waits: dict[str, Histogram] = {}
         self._bytes: dict[str, Counter] = {}
+        self._rewritten: dict[str, Counter] = {}
         self._routes: object = None
         self._vendor_of_host: dict[str, str] = {}
         self._vendor_of_netloc: dict[str, str] = {}
@@ -203,6 +207,12 @@ class Metrics:
             child = self._bytes[vendor] = self.vendor_bytes.labels(vendor)
         child.inc(size)
 
+    def rewrote(self, vendor: str, size: int) -> None:
+        child = self._rewritten.get(vendor)
+        if child is None:
+            child = self._rewritten[vendor] = self.rewritten_bytes.labels(vendor)
+        child.inc(size)
+
     def scrape(self) -> bytes:
         return generate_latest(self._exported)
 
@@ -251,7 +261,8 @@ def _done(request: web.Request, response: web.StreamResponse | None, started: fl
 
 
 class MetricsObserver:
-    """Forwarding's view (``forward/hooks.py``): the bytes each vendor's answers carried."""
+    """Forwarding's view (``forward/hooks.py``): the bytes each vendor's answers carried, and how
+    many of them the rewriter had to read (what rewriting costs is per byte)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -262,6 +273,8 @@ class MetricsObserver:
     def done(self, exchange: Exchange) -> None:
         if exchange.received:
             self.metrics.relayed(exchange.vendor_id, exchange.received)
+            if exchange.rewritten:
+                self.metrics.rewrote(exchange.vendor_id, exchange.rewritten)
 
 
 class MeasuredSlots(Slots):

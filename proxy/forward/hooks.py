@@ -29,6 +29,7 @@ class Exchange:
     patron_key: str | None
     first_visit: bool  # the session's first request to this vendor
     received: int = 0  # body bytes received from the vendor, set when the exchange is done
+    rewritten: int = 0  # of those, the bytes of a body that went through the rewriter (as received)
     kinds: frozenset[str] = field(default_factory=frozenset)  # filled by observers that classify
 
 
