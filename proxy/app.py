@@ -15,6 +15,7 @@ On a proxied host only ``/.libproxy/...`` is the proxy's own; every other path i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -225,23 +226,40 @@ async def _act(request: web.Request, decision: gate.Decision, target: tuple[Orig
 async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, VendorRoute], session: Session | None,
                    decision: gate.Decision, library: frozenset[str]) -> web.StreamResponse:
     app = request.app
-    on_response = None
-    if decision.new_network_session:
-        # Like EZproxy's AutoLoginIP: in the library, no sign-in; the session has no patron key.
-        session = await app[context.SESSIONS].create(Membership.on_network(decision.new_network_session))
-        request[context.SESSION] = session
-        site, new_id = app[context.SITE], session.id
-
-        def on_response(response: web.StreamResponse) -> None:
-            web_routes.set_session_cookie(response, site, new_id)
-
     origin, route = target
-    # Fair shares of the vendors' connections: per session, or per address for anonymous use.
-    client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
-    return await app[context.FORWARDER].forward(
-        request, routes, origin, route, session, member=decision.member, in_library=bool(library),
-        client_key=client_key, on_response=on_response, static_only=decision.static_only,
-    )
+    forwarder = app[context.FORWARDER]
+    if not decision.new_network_session:
+        # Fair shares of the vendors' connections: per session, or per address for anonymous use.
+        client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
+        return await forwarder.forward(request, routes, origin, route, session, member=decision.member,
+                                       in_library=bool(library), client_key=client_key,
+                                       static_only=decision.static_only)
+    # Like EZproxy's AutoLoginIP: in the library, no sign-in; the session has no patron key.
+    store = app[context.SESSIONS]
+    session = await store.create(Membership.on_network(decision.new_network_session))
+    request[context.SESSION] = session
+    site, new_id = app[context.SITE], session.id
+    cookie_set = False
+
+    def on_response(response: web.StreamResponse) -> None:
+        nonlocal cookie_set
+        cookie_set = True
+        web_routes.set_session_cookie(response, site, new_id)
+
+    try:
+        response = await forwarder.forward(request, routes, origin, route, session, member=decision.member,
+                                           in_library=True, client_key=f"s:{new_id}", on_response=on_response)
+    except BaseException:
+        if not cookie_set:
+            # No answer carried its cookie: a session nobody can use is not kept.
+            with contextlib.suppress(Exception):
+                await store.delete(new_id)
+        raise
+    if not cookie_set and not response.prepared:
+        # The forwarder's own pages ("busy", a usage limit, a refused upload) carry the cookie
+        # too, so the next request of this machine reuses the session instead of making another.
+        on_response(response)
+    return response
 
 
 def _note_client(request: web.Request, clients: context.Clients) -> frozenset[str]:

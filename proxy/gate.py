@@ -15,7 +15,10 @@ table of cases:
   sign-in and without the membership assertion, unless the session is licensed (a member is
   always a member);
 * a machine on a library network licensed for the vendor is forwarded without sign-in, in a
-  new in-library session that carries no patron key (like EZproxy's AutoLoginIP);
+  new in-library session that carries no patron key (like EZproxy's AutoLoginIP); a
+  credentialless subresource fetch from there (see below) is forwarded the same way but without
+  a session: the browser would drop the session cookie of such an answer, so each web font
+  would otherwise leave one more unused session in the store;
 * an in-library session is worth nothing off the library's network (a laptop carried home):
   it is ignored and the patron signs in with a card instead;
 * without a session, a GET or HEAD is sent to sign in and comes back to the same page; any
@@ -108,6 +111,7 @@ NOT_LICENSED = Decision(Action.NOT_LICENSED)
 AS_MEMBER = Decision(Action.FORWARD, member=True)
 ANONYMOUS = Decision(Action.FORWARD, member=False)
 STATIC_ASSET = Decision(Action.FORWARD, member=False, static_only=True)
+IN_LIBRARY_ASSET = Decision(Action.FORWARD, member=True)  # no session: its cookie would be dropped
 
 
 def session_usable(session: Patron, library: frozenset[str]) -> bool:
@@ -131,6 +135,8 @@ def decide(facts: Facts) -> Decision:
     if vendor.is_anonymous(facts.path):
         return ANONYMOUS
     if session is None and vendor.licensed_for(facts.library):
+        if facts.subresource:
+            return IN_LIBRARY_ASSET
         return Decision(Action.FORWARD, member=True, new_network_session=facts.library)
     if session is None and facts.subresource and facts.method in ("GET", "HEAD"):
         return STATIC_ASSET

@@ -15,6 +15,7 @@ from proxy.gate import (
     ANONYMOUS,
     AS_MEMBER,
     CONNECT,
+    IN_LIBRARY_ASSET,
     NOT_CONFIGURED,
     NOT_FOUND,
     NOT_LICENSED,
@@ -123,8 +124,11 @@ CASES: list[tuple[str, Facts, Decision]] = [
     ("subresource with a licensed session is a member", replace(facts(GALE, MEMBER), subresource=True),
      AS_MEMBER),
     ("subresource with an unlicensed session", replace(facts(GALE, DERBY), subresource=True), NOT_LICENSED),
-    ("subresource in the library: in-library session", replace(facts(GALE, library=WOLCOTT_NET),
-                                                                subresource=True), NETWORK_FORWARD),
+    # Its answer's cookie would be dropped by the browser: a member, but no session made.
+    ("subresource in the library: member, no session", replace(facts(GALE, library=WOLCOTT_NET),
+                                                                subresource=True), IN_LIBRARY_ASSET),
+    ("subresource in the library, network without the vendor", replace(
+        facts(DERBY_ONLY, library=WOLCOTT_NET), subresource=True), STATIC_ASSET),
 ]
 
 

@@ -191,3 +191,40 @@ async def test_direct_vendor_and_group_licensing(tmp_path: Path, echo: EchoVendo
         await b.close()
         await remote.close()
     assert echo.received == []
+
+
+async def test_in_library_fonts_and_failures_leave_no_unused_sessions(tmp_path: Path, echo: EchoVendor) -> None:
+    """Credentialless subresource fetches from the library network are forwarded as a member
+    without making a session (the browser drops the cookie of such an answer), and an
+    in-library first request the vendor never answers leaves no session behind."""
+    from proxy.context import SESSIONS
+    from tests.support import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    vendors = [*_vendors(echo), {"id": "down", "title": "Down", "start": f"{down}/", "hosts": [down],
+                                 "groups": ["wolcott"]}]
+    config = base_config(tmp_path, vendors, network={
+        "library": [{"name": "wolcott-main", "cidrs": [f"{IN_LIBRARY}/32"], "groups": ["wolcott"]}]})
+    async with run_proxy(config) as running:
+        store = running.app[SESSIONS]
+        page_origin = f"http://{running.proxied_host(echo.origin)}"
+        fonts = Browser(running, local_addr=IN_LIBRARY)
+        for n in range(5):
+            reply = await fonts.get(f"{page_origin}/static/f{n}.woff2", follow=False, headers={
+                "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "font", "Origin": page_origin})
+            assert reply.status == 200 and reply.body.startswith(b"static:")
+            assert echo.last.header("X-Library-Membership")  # a member: the library's own network
+            assert reply.header("Set-Cookie") is None
+        assert await store.count() == 0
+        # The vendor is down: the patron sees the "unreachable" page and no session is kept.
+        visitor = Browser(running, local_addr=IN_LIBRARY)
+        reply = await visitor.get(f"http://{running.proxied_host(down)}/", follow=False)
+        assert reply.status == 502
+        assert await store.count() == 0
+        # A page that is answered makes exactly one session, reused by the next request.
+        reader = Browser(running, local_addr=IN_LIBRARY)
+        for _ in range(3):
+            assert (await reader.get(f"{page_origin}/echo/a", follow=False)).status == 200
+        assert await store.count() == 1
+        for b in (fonts, visitor, reader):
+            await b.close()
