@@ -106,6 +106,9 @@ FORWARD = [
     ("\\/\\/cdn.vendor.test\\/a", f"\\/\\/cdn-vendor-test.{P}\\/a"),
     ("https:\\u002f\\u002fwww.vendor.test", f"http:\\u002f\\u002fwww-vendor-test.{P}"),
     ("https:\\x2f\\x2fwww.vendor.test", f"http:\\x2f\\x2fwww-vendor-test.{P}"),
+    # JSON inside a JS string: the slashes escaped twice
+    ('"https:\\\\/\\\\/www.vendor.test\\\\/a"', f'"http:\\\\/\\\\/www-vendor-test.{P}\\\\/a"'),
+    ('"\\\\/\\\\/cdn.vendor.test/f.woff2"', f'"\\\\/\\\\/cdn-vendor-test.{P}/f.woff2"'),
     ('"line\\nwww.vendor.test"', f'"line\\nwww-vendor-test.{P}"'),
     # percent-encoded, either case of hex, doubly encoded; the proxy port's ":" follows suit
     ("u=https%3A%2F%2Fwww.vendor.test%2Fa", "u=http%3A%2F%2Fwww-vendor-test.proxy.localhost%3A8080%2Fa"),

@@ -247,12 +247,15 @@ _SEPARATORS: Final = (
     (b"\\x2f\\x2f", "js-x"),
     (b"%252f%252f", "pct2"),
     (b"%2f%2f", "pct"),
+    # JSON in a JS string (or in JSON): "https:\\/\\/www.vendor.com" is decoded twice.
+    (b"\\\\/\\\\/", "json2"),
     (b"\\/\\/", "json"),
     (b"//", "plain"),
 )
 _COLONS: Final = {
     "plain": (b":",),
     "json": (b":",),
+    "json2": (b":",),
     "json-u": (b":", b"\\u003a"),
     "js-x": (b":", b"\\x3a"),
     "pct": (b"%3a",),
