@@ -7,7 +7,8 @@ be kept for as long as IT likes without becoming a record of anyone's reading.
     libproxy_requests_total{vendor,outcome}        every request ("-": the proxy's own pages,
     libproxy_request_seconds{vendor,outcome}        "unconfigured": hosts nobody configured)
     libproxy_upstream_errors_total{vendor,kind}    a vendor timed out or could not be reached
-    libproxy_pool_wait_seconds{vendor}             waits for a connection to a vendor
+    libproxy_pool_wait_seconds{vendor}             waits for a connection to a vendor (requests
+                                                    that found one free at once are not in it)
     libproxy_pool_turned_away_total{vendor}        ... that ended with the "busy" page
     libproxy_signins_total{outcome}                succeeded, failed, locked, unavailable, refused
     libproxy_vendor_bytes_total{vendor}            body bytes relayed from vendors (rewritten or not)
@@ -32,10 +33,9 @@ gauges are set by the worker answering the scrape; those of a dead worker are dr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +46,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from proxy import context
 from proxy.forward.hooks import Exchange
-from proxy.forward.limits import Slots
+from proxy.forward.limits import OnWait, Slots
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Buckets from a cached asset (1 ms) to a slow PDF (a minute).
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _OWN, _UNKNOWN = "-", "unconfigured"
+OWN_PAGES = _OWN  # the label of the proxy's own pages (its own host)
+# The request's vendor label, for the main middleware to set once it has found the host's route
+# (a vendor id, or OWN_PAGES): the figures then need not look the host up a second time. Absent
+# (an unconfigured host, a request refused before its host was read), the Host header decides.
+VENDOR = web.RequestKey("libproxy.vendor", str)
 READY_TIMEOUT = 2.0
 
 
@@ -213,6 +218,18 @@ class Metrics:
             child = self._rewritten[vendor] = self.rewritten_bytes.labels(vendor)
         child.inc(size)
 
+    def pool_waiter(self, app: web.Application) -> OnWait:
+        """The ``on_wait`` of the per-vendor-host slots: waits timed and turned-away requests
+        counted, by vendor. Called only when a request had to queue."""
+
+        def waited(netloc: str, seconds: float, turned_away: bool) -> None:
+            vendor = self._vendor_of(netloc, app)
+            self.pool_waited(vendor, seconds)
+            if turned_away:
+                self.turned_away.labels(vendor).inc()
+
+        return waited
+
     def scrape(self) -> bytes:
         return generate_latest(self._exported)
 
@@ -245,7 +262,9 @@ def measured(inner: Middleware) -> Middleware:
 def _done(request: web.Request, response: web.StreamResponse | None, started: float) -> None:
     app = request.app
     metrics = app[METRICS]
-    vendor = metrics.vendor_label(app, request.headers.get("Host", "").lower())
+    vendor = request.get(VENDOR)
+    if vendor is None:
+        vendor = metrics.vendor_label(app, request.headers.get("Host", "").lower())
     transport = request.transport
     if response is None or transport is None or transport.is_closing():
         # The patron went away before the answer ended: a cancelled download, not an error.
@@ -278,25 +297,11 @@ class MetricsObserver:
 
 
 class MeasuredSlots(Slots):
-    """The per-vendor-host slots, timing each wait for a connection (labelled by vendor)."""
+    """The per-vendor-host slots, their waits told to the metrics (``Metrics.pool_waiter``).
+    The same as ``Slots(limit, wait, metrics.pool_waiter(app))``, under the name the wiring uses."""
 
     def __init__(self, limit: int, wait: float, metrics: Metrics, app: web.Application) -> None:
-        super().__init__(limit, wait)
-        self._metrics = metrics
-        self._app = app
-
-    def resized(self, limit: int, wait: float) -> MeasuredSlots:
-        return MeasuredSlots(limit, wait, self._metrics, self._app)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[bool]:
-        started = time.perf_counter()
-        async with super().hold(key) as ok:
-            vendor = self._metrics._vendor_of(key, self._app)
-            self._metrics.pool_waited(vendor, time.perf_counter() - started)
-            if not ok:
-                self._metrics.turned_away.labels(vendor).inc()
-            yield ok
+        super().__init__(limit, wait, metrics.pool_waiter(app))
 
 
 # -- readiness ------------------------------------------------------------------------------------

@@ -65,8 +65,6 @@ def _set(app: web.Application, key: web.AppKey[Any], value: Any) -> None:
 def reconfigure(app: web.Application, new: config_mod.Config) -> list[str]:
     """Swap in the live parts of ``new``; returns the sections that wait for a restart."""
     from proxy.app import build_routes, make_clients
-    from proxy.forward.limits import Slots
-    from proxy.metrics import MeasuredSlots
     from proxy.records.observer import UsageObserver
 
     old = app[context.CONFIG]
@@ -84,13 +82,11 @@ def reconfigure(app: web.Application, new: config_mod.Config) -> list[str]:
     forwarder.observers = tuple(UsageObserver(o.records, patterns) if isinstance(o, UsageObserver) else o
                                 for o in forwarder.observers)
     up = applied.upstream
+    # Requests holding a slot release it on the old object; new ones share the new one.
     if (up.per_client, up.queue_wait) != (forwarder.per_client.limit, forwarder.per_client.wait):
-        forwarder.per_client = Slots(up.per_client, up.queue_wait)
+        forwarder.per_client = forwarder.per_client.resized(up.per_client, up.queue_wait)
     if (up.limit_per_host, up.queue_wait) != (forwarder.per_host.limit, forwarder.per_host.wait):
-        # Requests holding a slot release it on the old object; new ones share the new one.
-        per_host = forwarder.per_host
-        forwarder.per_host = (per_host.resized(up.limit_per_host, up.queue_wait) if isinstance(per_host, MeasuredSlots)
-                              else Slots(up.limit_per_host, up.queue_wait))
+        forwarder.per_host = forwarder.per_host.resized(up.limit_per_host, up.queue_wait)
     _set(app, context.CLIENTS, make_clients(applied))
     _set(app, context.ROUTES, routes)
     _set(app, context.CONFIG, applied)

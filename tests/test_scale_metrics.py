@@ -4,11 +4,13 @@ data, /healthz (alive) and /readyz naming the part that is down."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy.config import Config
 from proxy.patrons.hashing import hash_pin
@@ -17,6 +19,7 @@ from tests.redis_server import redis_server_path
 from tests.scale_support import RedisProcess
 from tests.support import Browser, EchoVendor, base_config, free_port, run_proxy
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CARD, PIN = "29000100000077", "7391"
 PATH_MARKER, QUERY_MARKER = "privacy-marker-path-5c1e", "privacy-marker-query-9d2a"
 
@@ -171,3 +174,87 @@ async def test_rewritten_bytes_through_the_proxy(tmp_path: Path, echo: EchoVendo
         text = proxy.app[METRICS].scrape().decode()
     assert f'libproxy_vendor_bytes_total{{vendor="echo"}} {len(page) + 5000}.0' in text
     assert f'libproxy_rewritten_bytes_total{{vendor="echo"}} {len(page)}.0' in text
+
+
+async def test_slots_tell_only_of_holds_that_queued() -> None:
+    """A free slot is taken without a word; a hold that queued is reported with its wait, one
+    that gave up with turned_away. The slots are all released afterwards."""
+    import asyncio
+
+    from proxy.forward.limits import Slots
+
+    heard: list[tuple[str, float, bool]] = []
+    slots = Slots(1, 0.2, lambda key, seconds, away: heard.append((key, seconds, away)))
+    async with slots.hold("vendor:443") as first:
+        assert first and heard == []
+
+        async def second() -> bool:
+            async with slots.hold("vendor:443") as ok:
+                return ok
+
+        task = asyncio.ensure_future(second())
+        while slots._slots["vendor:443"].users < 2:  # the second hold is queued
+            await asyncio.sleep(0)
+    assert await task
+    assert len(heard) == 1 and heard[0][0] == "vendor:443" and heard[0][2] is False and heard[0][1] >= 0
+    async with slots.hold("vendor:443"):
+        async with slots.hold("vendor:443") as third:  # waits the whole 0.2 s, then gives up
+            assert not third
+    assert [away for _, _, away in heard] == [False, True] and heard[1][1] >= 0.2
+    assert slots.in_use("vendor:443") == 0 and not slots._slots
+    assert slots.resized(3, 1.0).on_wait is slots.on_wait
+
+
+async def test_pool_waits_and_turned_away_are_labelled_by_vendor(tmp_path: Path) -> None:
+    from proxy import context
+    from proxy.app import build_routes
+    from proxy.metrics import MeasuredSlots, Metrics
+
+    vendor = {"id": "jstor", "title": "J", "start": "http://127.0.0.1:9/", "hosts": ["http://127.0.0.1:9"],
+              "groups": ["wolcott"]}
+    config = base_config(tmp_path, [vendor])
+    app = web.Application()
+    app[context.ROUTES] = build_routes(config, context.Site.from_config(config))
+    metrics = Metrics()
+    slots = MeasuredSlots(1, 0.05, metrics, app)
+    async with slots.hold("127.0.0.1:9"):
+        async with slots.hold("127.0.0.1:9") as ok:
+            assert not ok
+    async with slots.hold("127.0.0.1:9"):  # free at once: not a wait
+        pass
+    text = metrics.scrape().decode()
+    assert 'libproxy_pool_turned_away_total{vendor="jstor"} 1.0' in text
+    assert 'libproxy_pool_wait_seconds_count{vendor="jstor"} 1.0' in text
+
+
+async def test_the_vendor_label_set_by_the_middleware_is_used() -> None:
+    """Once the main middleware has named the vendor, the Host header is not looked up again;
+    without it, the host decides (an unconfigured host here)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.metrics import METRICS, VENDOR, Metrics, measured
+
+    app = web.Application()
+    app[METRICS] = Metrics()
+
+    class Open:  # the patron still connected: the answer counts as given
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    @web.middleware
+    async def naming(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[VENDOR] = "jstor"
+        return await handler(request)
+
+    request = make_mocked_request("GET", "/", headers={"Host": "anything.example"}, app=app,
+                                  transport=Open())
+    await measured(naming)(request, handler)
+    text = app[METRICS].scrape().decode()
+    assert 'libproxy_requests_total{outcome="ok",vendor="jstor"} 1.0' in text
+    assert "anything" not in text

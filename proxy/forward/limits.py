@@ -8,11 +8,16 @@ Two kinds of slots, both held from the moment a request leaves until its answer 
 * per vendor host: the connection pool's own size, so a full pool is known here, answered with a
   clear "busy" page after a short wait and logged as such, instead of every other patron waiting
   on aiohttp's connector until a timeout that the log would blame on the vendor.
+
+Whoever watches (the metrics) gives ``on_wait``: it hears of the holds that had to queue, and of
+those turned away, never of a slot taken at once, so the usual case pays nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -25,6 +30,10 @@ class _Slot:
     held: int = 0
 
 
+# (key, seconds waited, turned away): called after a hold queued for a slot.
+OnWait = Callable[[str, float, bool], None]
+
+
 @dataclass
 class Slots:
     """Counting semaphores by key, made on first use and forgotten when idle (so a key, which
@@ -32,7 +41,13 @@ class Slots:
 
     limit: int
     wait: float  # seconds a request may queue for a slot
+    on_wait: OnWait | None = None
     _slots: dict[str, _Slot] = field(default_factory=dict)
+
+    def resized(self, limit: int, wait: float) -> Slots:
+        """New slots of another size, told to the same watcher. Holds in progress release theirs
+        on this object; new ones share the new one."""
+        return Slots(limit, wait, self.on_wait)
 
     def hold(self, key: str) -> AbstractAsyncContextManager[bool]:
         """``async with slots.hold(key) as ok``: ``ok`` is True while holding a slot for
@@ -65,22 +80,45 @@ class _Hold:
         semaphore = self.slot.semaphore
         try:
             if semaphore.locked():
-                try:
-                    async with asyncio.timeout(self.slots.wait):
-                        await semaphore.acquire()
-                except TimeoutError:
-                    return False
-            else:
-                await semaphore.acquire()  # free: returns at once
+                return await self._queue(semaphore)
+            await semaphore.acquire()  # free: returns at once
         except BaseException:
-            self._leave()
+            self._release()  # no __aexit__ follows a failed __aenter__
             raise
         self.got = True
         self.slot.held += 1
         return True
 
+    async def _queue(self, semaphore: asyncio.Semaphore) -> bool:
+        """The slow path: wait up to ``wait`` for a slot, timed for ``on_wait``."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.slots.wait):
+                await semaphore.acquire()
+        except TimeoutError:
+            self._waited(started, turned_away=True)
+            return False
+        # Held before the watcher hears of it: were it to raise, the slot is still released.
+        self.got = True
+        self.slot.held += 1
+        self._waited(started, turned_away=False)
+        return True
+
+    def _waited(self, started: float, *, turned_away: bool) -> None:
+        on_wait = self.slots.on_wait
+        if on_wait is not None:
+            on_wait(self.key, time.perf_counter() - started, turned_away)
+
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         traceback: TracebackType | None) -> None:
+        # _release() written out: this runs twice on every proxied request.
+        if self.got:
+            self.got = False
+            self.slot.held -= 1
+            self.slot.semaphore.release()
+        self._leave()
+
+    def _release(self) -> None:
         if self.got:
             self.got = False
             self.slot.held -= 1
