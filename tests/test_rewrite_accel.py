@@ -78,7 +78,8 @@ PREFIXES = ["https://", "http://", "//", "https:\\/\\/", "http%3A%2F%2F", "https
             # escapes before a scheme, and double encoding in both cases (issue 14)
             "\\nhttps://", "\\\\nhttps://", "\\\\\\nhttp%3A%2F%2F", "\\t//", "\\rhttps:\\/\\/",
             "%253Dhttp%253A%252F%252F", "=https%253a%252f%252f", "%3Dhttps%3A%2F%2F", "\\x3dhttps://",
-            "\\u003dhttps://", "%2Xhttps://", "https:\\\\/\\\\/", "\\\\/\\\\/", "a\\\\/\\\\/"]
+            "\\u003dhttps://", "%2Xhttps://", "https:\\\\/\\\\/", "\\\\/\\\\/", "a\\\\/\\\\/",
+            "https:\\\\u002F\\\\u002F", "\\\\x2f\\\\x2f", "https\\\\u003a\\\\u002f\\\\u002f"]
 SUFFIXES = ["/", "/path?q=1", '"', ":8080/", ":8443", "%3A8443%2F", ".", ".x", "-", ")", "\\/", "%2F", ""]
 NOISE = st.text(alphabet=st.sampled_from(list("ab/.:-_%\"' <>=?&#\\@3AFT")), max_size=10)
 

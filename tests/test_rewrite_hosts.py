@@ -107,6 +107,8 @@ FORWARD = [
     ("https:\\u002f\\u002fwww.vendor.test", f"http:\\u002f\\u002fwww-vendor-test.{P}"),
     ("https:\\x2f\\x2fwww.vendor.test", f"http:\\x2f\\x2fwww-vendor-test.{P}"),
     # JSON inside a JS string: the slashes escaped twice
+    ("https:\\\\u002F\\\\u002Fwww.vendor.test", f"http:\\\\u002F\\\\u002Fwww-vendor-test.{P}"),
+    ("https\\\\x3a\\\\x2f\\\\x2fapi.vendor.test", f"http\\\\x3a\\\\x2f\\\\x2fapi-vendor-test.{P}"),
     ('"https:\\\\/\\\\/www.vendor.test\\\\/a"', f'"http:\\\\/\\\\/www-vendor-test.{P}\\\\/a"'),
     ('"\\\\/\\\\/cdn.vendor.test/f.woff2"', f'"\\\\/\\\\/cdn-vendor-test.{P}/f.woff2"'),
     ('"line\\nwww.vendor.test"', f'"line\\nwww-vendor-test.{P}"'),

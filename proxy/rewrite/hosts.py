@@ -243,6 +243,9 @@ _MAX_SHAPE: Final = 64
 
 # Separators between scheme and host, lower-cased, longest first: (bytes, kind).
 _SEPARATORS: Final = (
+    # Escaped twice (JSON in a JS string, or in JSON): decoded twice before a browser sees it.
+    (b"\\\\u002f\\\\u002f", "json2-u"),
+    (b"\\\\x2f\\\\x2f", "js2-x"),
     (b"\\u002f\\u002f", "json-u"),
     (b"\\x2f\\x2f", "js-x"),
     (b"%252f%252f", "pct2"),
@@ -256,6 +259,8 @@ _COLONS: Final = {
     "plain": (b":",),
     "json": (b":",),
     "json2": (b":",),
+    "json2-u": (b":", b"\\\\u003a"),
+    "js2-x": (b":", b"\\\\x3a"),
     "json-u": (b":", b"\\u003a"),
     "js-x": (b":", b"\\x3a"),
     "pct": (b"%3a",),
