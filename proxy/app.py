@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web, web_response
 from aiohttp.http import HttpVersion10, HttpVersion11
 
-from proxy import context, gate
+from proxy import context, gate, metrics
 from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config, operator_addresses
 from proxy.config import warnings as config_warnings
@@ -160,6 +160,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     session = await _load_session(request, app, library)
     path = request.raw_path.split("?", 1)[0]
     vendor = target[1].vendor if target else None
+    if vendor is not None:
+        request[metrics.VENDOR] = vendor.id  # the metrics need not resolve the host again
     facts = gate.Facts(host=kind, method=request.method, path=path, vendor=vendor,
                        session=gate.Patron.of(session.membership if session else None), library=library,
                        subresource=session is None and vendor is not None and _subresource(request, routes, vendor))

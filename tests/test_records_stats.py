@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import sqlite3
@@ -10,6 +11,7 @@ import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from proxy.records.stats import (
     parse_counter_patterns,
 )
 from proxy.settings import Problems, Reader
+from tests.support import EchoVendor
 
 DAY1 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 3, 3, 15, 30, tzinfo=UTC).timestamp()
@@ -453,3 +456,60 @@ async def test_count_request_reuses_a_classification(stats: tuple[UsageStats, Cl
     report = await usage.report(*MARCH, period="month")
     assert report.rows[0].cells["downloads"].text == "<5"
     assert report.rows[0].cells["requests_in_library"].text == "<5"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_concurrent_first_requests_count_one_session(tmp_path: Path, echo: EchoVendor, store: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's first requests to a vendor often arrive together (the page, its scripts, its
+    images): the session's visit is counted once, whichever request the store marks first (with
+    Redis each request reads its own copy of the session, so only the store can tell)."""
+    from tests.redis_server import redis_server
+
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, str] = {}
+        if store == "redis":
+            monkeypatch.setenv("LIBPROXY_TEST_REDIS", stack.enter_context(redis_server()))
+            sessions = {"store": "redis", "redis_url": "env:LIBPROXY_TEST_REDIS"}
+        await _count_concurrent_first_requests(tmp_path, echo, sessions)
+
+
+async def _count_concurrent_first_requests(tmp_path: Path, echo: EchoVendor, sessions: dict[str, str]) -> None:
+    from proxy.context import RECORDS, SESSIONS
+    from tests.support import PROXY_HOST, Browser, base_config, run_proxy
+
+    second = f"http://localhost:{echo.port}"
+    vendors = [{"id": "echo", "title": "Echo", "start": f"{echo.origin}/", "hosts": [echo.origin],
+                "groups": ["wolcott"]},
+               {"id": "second", "title": "Second", "start": f"{second}/", "hosts": [second],
+                "groups": ["wolcott"]}]
+    config = base_config(tmp_path, vendors, upstream={"hosts": {"localhost": "127.0.0.1"}}, sessions=sessions)
+    async with run_proxy(config) as running:
+        browser = Browser(running)
+        assert (await browser.sign_in("1000", "1111", f"{echo.origin}/echo")).status == 200
+        host = running.proxied_host(second)
+        # The session's cookie as the connect step would set it on the second vendor's host.
+        browser.cookies[host] = {"libproxy": browser.cookies[PROXY_HOST]["libproxy"]}
+        # Every request reads the session before any of them goes on (as on several instances,
+        # or when the reads interleave): each holds a copy in which the vendor is not visited yet.
+        store = running.app[SESSIONS]
+        read, everyone_read = store.get, asyncio.Event()
+        waiting: list[object] = []
+
+        async def get_then_wait(session_id: str) -> Any:
+            session = await read(session_id)
+            waiting.append(session)
+            if len(waiting) == 8:
+                everyone_read.set()
+            await asyncio.wait_for(everyone_read.wait(), 10)
+            return session
+
+        store.get = get_then_wait  # type: ignore[method-assign]
+        replies = await asyncio.gather(*(browser.get(f"http://{host}/echo/{n}", follow=False)
+                                         for n in range(8)))
+        store.get = read  # type: ignore[method-assign]
+        assert [r.status for r in replies] == [200] * 8
+        pending = running.app[RECORDS].stats._pending
+        counted = {key[1]: cell[0] for key, cell in pending.items() if key[2] == "session" and key[1] != "_proxy"}
+        assert counted == {"echo": 1, "second": 1}
+        await browser.close()

@@ -153,8 +153,6 @@ def test_rewritten_bytes_are_counted_apart_from_all_vendor_bytes() -> None:
     assert 'libproxy_rewritten_bytes_total{vendor="jstor"} 700.0' in text
 
 
-@pytest.mark.xfail(strict=True, reason="forward/handler.py does not fill Exchange.rewritten yet (issue 13): "
-                                       "remove this mark with that line")
 async def test_rewritten_bytes_through_the_proxy(tmp_path: Path, echo: EchoVendor) -> None:
     """A page (rewritten) and a PDF (passed through): both in the vendor's bytes, only the page
     in the rewritten bytes."""

@@ -203,7 +203,8 @@ class Forwarder:
             if refusal is not None:
                 return self.answers.message(refusal)
         if exchange.first_visit and session is not None:
-            await self.store.mark_visited(session, vendor.id)
+            # Of concurrent first requests (one instance or several) only one counts the visit.
+            exchange.first_visit = await self.store.mark_visited(session, vendor.id)
         try:
             return await self._exchange(request, routes, origin, route, session, exchange, member=member,
                                         in_library=in_library, on_response=on_response, static_only=static_only)
@@ -254,10 +255,12 @@ class Forwarder:
                 # SECURITY: a credentialless request gets the vendor's static files only: a
                 # client forging the browser's subresource headers gets no licensed content.
                 return _sign_in_needed(request)
-            response, exchange.received = await relay(
+            response, exchange.received, rewritten = await relay(
                 request, routes, route, origin, upstream, self.answers, self.max_body,
                 self._keep_cookies(session, vendor.id), on_response,
             )
+            if rewritten:
+                exchange.rewritten = exchange.received
         return response
 
     def _vendor_path(self, raw_path: str, routes: Routes) -> str:

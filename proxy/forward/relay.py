@@ -107,8 +107,9 @@ def _map_headers(routes: Routes, origin: Origin, upstream: aiohttp.ClientRespons
 
 async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin: Origin,
                 upstream: aiohttp.ClientResponse, answers: Answers, max_body: int, keep_cookies: KeepCookies,
-                on_response: OnResponse) -> tuple[web.StreamResponse, int]:
-    """Send the vendor's answer on to the browser; returns it with the body bytes received."""
+                on_response: OnResponse) -> tuple[web.StreamResponse, int, bool]:
+    """Send the vendor's answer on to the browser; returns it with the body bytes received and
+    whether the body went through the rewriter."""
     vendor = route.vendor
     if keep_cookies is not None and "Set-Cookie" in upstream.headers:
         found = _vendor_cookies(upstream, origin, request.raw_path.split("?", 1)[0], time.time())
@@ -119,7 +120,7 @@ async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin
         page = answers.leaving(_leaving_target(leaving))
         if on_response is not None:
             on_response(page)
-        return page, 0
+        return page, 0, False
 
     content_type = upstream.headers.get("Content-Type")
     if content_type is not None and _is_document(media_type(content_type)[0]):
@@ -146,11 +147,14 @@ async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin
             response.headers["Content-Length"] = str(upstream.content_length)
         if on_response is not None:
             on_response(response)
-        return response, 0
+        return response, 0, False
     length = upstream.content_length if "Transfer-Encoding" not in upstream.headers else None
     if rewrite:
-        return await _rewritten(request, routes, route, origin, upstream, out, length, max_body, on_response)
-    return await _passed_through(request, vendor, upstream, out, length, on_response)
+        sent, received = await _rewritten(request, routes, route, origin, upstream, out, length, max_body,
+                                          on_response)
+        return sent, received, True
+    sent, received = await _passed_through(request, vendor, upstream, out, length, on_response)
+    return sent, received, False
 
 
 async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohttp.ClientResponse,
