@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -46,7 +44,7 @@ from proxy.records.scrub import allow_addresses
 from proxy.records.service import Records
 from proxy.rewrite import rewriting_loop
 from proxy.sessions import Session, make_store
-from proxy.shared import SHARED, open_shared
+from proxy.shared import SHARED, load_secret, open_shared
 from proxy.vendors import Origin, Vendor, VendorMap, parse_absolute_url
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
@@ -59,19 +57,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HOST_HEADER = re.compile(r"^[a-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
-
-
-def load_secret(config: Config) -> bytes:
-    """The keyed-hash secret: from the configuration, or a random one kept in state_dir."""
-    if config.proxy.secret:
-        return config.proxy.secret.encode("utf-8")
-    path = config.proxy.state_dir / "secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-    return path.read_text(encoding="utf-8").strip().encode("utf-8")
 
 
 @web.middleware
@@ -380,7 +365,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         records = Records(config.records)
         records.retention.add("sessions", store.purge)
         await records.start()
-        shared = await open_shared(config, keys, records.security)
+        shared = await open_shared(config, keys, records.security, secret)
         needed = NeededHosts(config.proxy.state_dir / "needed-hosts.json",
                              retention_days=int(config.records.detail_retention // 86400), tz=config.records.tz)
         await needed.start()

@@ -297,8 +297,8 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
     sock = bind(cfg)
     write_pid(cfg.proxy.state_dir)
     # The state directory's secret and key file made once, here, not raced for by every worker.
-    from proxy.app import load_secret
     from proxy.assertion import load_or_create_keys
+    from proxy.shared import load_secret
 
     load_secret(cfg)
     load_or_create_keys(cfg.assertion.key_file, cfg.assertion.algorithm)
