@@ -17,7 +17,10 @@ Several instances must publish one JWKS and sign with the same key, so with ``[a
 key_store = "redis"`` (the default when sessions are in Redis) the same JSON lives in one Redis key
 instead (``libproxy:assertion-keys``), created once by whichever instance starts first (seeded from
 an existing key file, so moving to Redis keeps the keys vendors already know), rotated by ``keys
-rotate`` with an optimistic transaction, and re-read by every instance within seconds.
+rotate`` with an optimistic transaction, and re-read by every instance within seconds. Should
+the key vanish from Redis (``FLUSHALL``, eviction, a restart without persistence), the running
+instances put back the set they hold (``SET NX``: one wins, all adopt the winner's) and log an
+error, instead of leaving the next instance to start to create a second key set.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -45,6 +49,8 @@ from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
+
+log = logging.getLogger("libproxy")
 
 ENTITLEMENT = "urn:mace:dir:entitlement:common-lib-terms"
 AFFILIATION_CLAIM = "eduPersonScopedAffiliation"
@@ -257,8 +263,18 @@ class RedisKeyRing:
         self._text = _text(text)
 
     async def refresh(self) -> bool:
+        """Re-read the key set; True when it changed. A key set missing from Redis is put back
+        from this instance's copy (of several instances doing so at once, one wins and the
+        others adopt its set), so the instances keep publishing one JWKS."""
         try:
             raw = await self._redis.get(REDIS_KEYS)
+            if raw is None and self._text:
+                if await self._redis.set(REDIS_KEYS, self._text, nx=True):
+                    log.error("the assertion signing keys were missing from Redis (flushed, evicted, or Redis "
+                              "restarted without persistence) and were restored from this instance's copy; run "
+                              "Redis with persistence and maxmemory-policy noeviction (docs/operations.md)")
+                    return False
+                raw = await self._redis.get(REDIS_KEYS)  # another instance restored it first
             if raw is None or _text(raw) == self._text:
                 return False
             self.keys = keys_from_json(_text(raw), "key_store: Redis")

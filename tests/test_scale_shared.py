@@ -246,3 +246,77 @@ async def test_redis_holds_nothing_that_recomputes_a_hash(tmp_path: Path, echo: 
     derived = set().union(*(made_with(derive_epoch_key(SECRET.encode(), salt, i)) for i, salt in salts.items()))
     assert len(derived) >= 3
     assert "29000100000011" not in json.dumps(dump)
+
+
+async def test_a_key_set_lost_from_redis_is_put_back(redis_env: str, caplog: pytest.LogCaptureFixture) -> None:
+    """FLUSHALL, eviction or a Redis restarted without persistence: the running instances put
+    their key set back (one wins), so an instance started afterwards publishes the same JWKS."""
+    from redis import asyncio as aioredis
+
+    from proxy.assertion import REDIS_KEYS, AssertionMinter, RedisKeyRing
+
+    clients = [aioredis.Redis.from_url(redis_env, decode_responses=True) for _ in range(3)]
+    try:
+        first, second = RedisKeyRing(clients[0], "ES256"), RedisKeyRing(clients[1], "ES256")
+        await first.open()
+        await second.open()
+        before = AssertionMinter(first, issuer="https://p", scope="s", lifetime=300).jwks()
+        for _ in range(2):  # once with one ring noticing, once with both at the same moment
+            await clients[2].delete(REDIS_KEYS)
+            caplog.clear()
+            changed = await asyncio.gather(first.refresh(), second.refresh())
+            assert changed == [False, False]  # the same set as before, on both
+            restored = [r for r in caplog.records if "missing from Redis" in r.getMessage()]
+            assert len(restored) == 1 and restored[0].levelname == "ERROR"
+            assert "noeviction" in restored[0].getMessage()
+        later = RedisKeyRing(clients[2], "ES256")
+        await later.open()
+        assert [k.kid for k in later.keys] == [k.kid for k in first.keys] == [k.kid for k in second.keys]
+        for ring in (first, second, later):
+            assert AssertionMinter(ring, issuer="https://p", scope="s", lifetime=300).jwks() == before
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_salt_lost_from_redis_is_put_back(redis_env: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The security memory's salts vanishing: a running instance puts its own back, so an
+    instance started afterwards hashes as it does and sees its locks."""
+    from redis import asyncio as aioredis
+
+    from proxy.records.security import SecurityMemory
+    from proxy.records.shared_security import RedisSharedCounters
+
+    redis = aioredis.Redis.from_url(redis_env, decode_responses=True)
+    memory_a, memory_b = SecurityMemory(), SecurityMemory()
+    a = RedisSharedCounters(redis, memory_a, SECRET.encode())
+    await a.start()
+    try:
+        for _ in range(memory_a.options.card_max_failures):
+            memory_a.note_failure("2000")
+        await redis.flushall()
+        caplog.clear()
+        await a._fetch_keys()  # what its key loop does every minute
+        assert len([r for r in caplog.records if "missing from Redis" in r.getMessage()]) == 1
+        b = RedisSharedCounters(redis, memory_b, SECRET.encode())
+        await b.start()
+        try:
+            assert b._keys == a._keys
+            memory_a.note_failure("3000")  # counted on a, seen by b: the same hashes
+
+            async def shared() -> bool:
+                return memory_b.entries > 0
+
+            await until(shared, what="b to receive a's increment")
+            for _ in range(memory_b.options.card_max_failures):
+                memory_b.note_failure("4000")
+
+            async def locked_on_a() -> bool:
+                return memory_a.is_locked("4000")
+
+            await until(locked_on_a, what="b's lock to reach a")
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+        await redis.aclose()

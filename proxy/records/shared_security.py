@@ -73,6 +73,7 @@ class RedisSharedCounters:
         self._clock = clock
         self._instance = secrets.token_hex(8)
         self._keys: dict[int, bytes] = {}
+        self._salts: dict[int, str] = {}  # hex, as in Redis: put back should Redis lose them
         self._outbox: list[tuple[int, bytes, str, float, int, float]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,6 +99,9 @@ class RedisSharedCounters:
 
     async def start(self) -> None:
         """Fetch the epoch keys and the counts so far, then follow the others' increments."""
+        # Set before the counts are loaded: an epoch the memory makes while loading them must
+        # take the shared key, or the loaded counts would be filed under a key nobody else has.
+        self._memory.shared = self
         try:
             # SECURITY: the previous version kept each epoch's key in Redis next to its hashes:
             # deleting the keys makes those hashes unlinkable to any card.
@@ -111,7 +115,6 @@ class RedisSharedCounters:
         except ValueError:
             # A damaged count in Redis: counting goes on from what this instance sees.
             log.error("security memory: unreadable counts in Redis were ignored at start")
-        self._memory.shared = self
         self._tasks = [asyncio.create_task(self._sender(), name="libproxy-sec-send"),
                        asyncio.create_task(self._receiver(), name="libproxy-sec-receive"),
                        asyncio.create_task(self._key_loop(), name="libproxy-sec-keys")]
@@ -134,26 +137,38 @@ class RedisSharedCounters:
 
     async def _fetch_keys(self) -> None:
         current = self._index()
+        restored = 0
         for index in (current - 1, current, current + 1):
-            if index in self._keys:
-                continue
             name = f"{_SALT}{index}"
             # SECURITY: the salt expires when the epoch's counters must be unreachable: after
             # that, its key cannot be derived again, the secret notwithstanding.
             expires = int((index + 2) * self._rotate + 60)
-            if index >= current:
+            mine = self._salts.get(index)
+            if mine is not None:
+                # A salt gone from Redis (flushed, evicted, a restart without persistence) is put
+                # back, or an instance starting now would make another and hash apart from us.
+                restored += bool(await self._redis.set(name, mine, nx=True, exat=expires))
+            elif index >= current:
                 await self._redis.set(name, secrets.token_hex(32), nx=True, exat=expires)
             raw = await self._redis.get(name)
-            if raw is not None:
-                try:
-                    salt = bytes.fromhex(_s(raw))
-                except ValueError:
-                    self._log.warning("security memory: the salt of epoch %d in Redis is damaged", index)
-                    continue
-                # SECURITY: only the salt is in Redis; the key needs the secret as well.
-                self._keys[index] = derive_epoch_key(self._secret, salt, index)
+            if raw is None or _s(raw) == mine:
+                continue
+            try:
+                salt = bytes.fromhex(_s(raw))
+            except ValueError:
+                self._log.warning("security memory: the salt of epoch %d in Redis is damaged", index)
+                continue
+            # SECURITY: only the salt is in Redis; the key needs the secret as well. A salt that
+            # replaced ours (another instance restored its own first) is adopted: all agree again.
+            self._salts[index] = _s(raw)
+            self._keys[index] = derive_epoch_key(self._secret, salt, index)
+        if restored:
+            log.error("security memory: the salts of the live epochs were missing from Redis and were restored "
+                      "from this instance's copy; run Redis with persistence and maxmemory-policy noeviction "
+                      "(docs/operations.md)")
         for old in [i for i in self._keys if i < current - 1]:
             del self._keys[old]
+            self._salts.pop(old, None)
         self._memory.adopt_keys(self._keys)
         self.ready = current in self._keys
 
