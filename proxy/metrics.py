@@ -33,9 +33,10 @@ gauges are set by the worker answering the scrape; those of a dead worker are dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 from proxy import context
 from proxy.forward.hooks import Exchange
@@ -111,6 +113,27 @@ def share_between_workers(directory: Path) -> None:
     _shared_dir = str(directory)
 
 
+class _WorkerFiles(multiprocess.MultiProcessCollector):
+    """The sum of every worker's files, leaving out a file another worker is just making.
+
+    prometheus-client creates a file empty and then sizes it: read in between, it has not even
+    its header, and the whole scrape would fail. Its figures are zero then anyway.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        folder = Path(self._path)
+        files = []
+        for path in folder.glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's gauges, just removed
+                if path.stat().st_size >= _HEADER:
+                    files.append(str(path))
+        found: Iterable[Metric] = self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return found
+
+
+_HEADER = 8  # bytes of a metrics file's header (its used length, then padding)
+
+
 def worker_gone(pid: int) -> None:
     """A worker has exited: its gauges no longer count (its counters still do)."""
     if _shared_dir is not None:
@@ -149,9 +172,10 @@ class Metrics:
             self._exported = registry
         else:
             # The files of every worker, read at each scrape; the private registry of this
-            # worker would only repeat its own share.
-            self._exported = CollectorRegistry(auto_describe=True)
-            multiprocess.MultiProcessCollector(self._exported, path=_shared_dir)  # type: ignore[no-untyped-call]
+            # worker would only repeat its own share. No auto_describe: it would read the
+            # files now, while the other workers are starting and making theirs.
+            self._exported = CollectorRegistry()
+            _WorkerFiles(self._exported, path=_shared_dir)  # type: ignore[no-untyped-call]
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         # Labelled children cached per vendor: labels() is a locked dictionary lookup of its own.
         self._waits: dict[str, Histogram] = {}

@@ -256,3 +256,19 @@ async def test_the_vendor_label_set_by_the_middleware_is_used() -> None:
     text = app[METRICS].scrape().decode()
     assert 'libproxy_requests_total{outcome="ok",vendor="jstor"} 1.0' in text
     assert "anything" not in text
+
+
+def test_a_worker_file_still_being_made_does_not_break_the_scrape(tmp_path: Path) -> None:
+    """prometheus-client makes a worker's file empty, then sizes it; a scrape in between skips it."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from proxy.metrics import _WorkerFiles
+
+    (tmp_path / "counter_4242.db").touch()  # being made by a worker starting now
+    # prometheus-client's own writer (untyped), as a worker uses it.
+    written = MmapedDict(str(tmp_path / "counter_4241.db"))  # type: ignore[no-untyped-call]
+    key = mmap_key("libproxy_requests", "libproxy_requests_total", ["vendor", "outcome"], ["-", "ok"], "Requests")
+    written.write_value(key, 3.0, 0.0)  # type: ignore[no-untyped-call]
+    written.close()  # type: ignore[no-untyped-call]
+    families = list(_WorkerFiles(None, path=str(tmp_path)).collect())  # type: ignore[no-untyped-call]
+    assert [s.value for f in families for s in f.samples] == [3.0]

@@ -445,6 +445,7 @@ async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo:
             for secret in (marker, "127.0.0.1", "pid=", *(f'"{pid}"' for pid in _pids_that_counted(folder))):
                 assert secret not in text, secret
 
+            assert "exited unexpectedly" not in log.read_text()  # (a worker once failed at start here)
             # A worker dies and is started again: its requests still count, its gauges no more.
             workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
             victim = next(pid for pid in workers if pid in _pids_that_counted(folder))
