@@ -320,3 +320,59 @@ async def test_a_salt_lost_from_redis_is_put_back(redis_env: str, caplog: pytest
     finally:
         await a.close()
         await redis.aclose()
+
+
+async def test_a_cleared_lock_is_cleared_on_every_instance(redis_env: str) -> None:
+    """A lock cleared from the staff console of one instance, or by a correct sign-in there,
+    ends on the others, and an instance started afterwards does not load it from Redis."""
+    from redis import asyncio as aioredis
+
+    from proxy.records.security import SecurityMemory
+    from proxy.records.shared_security import RedisSharedCounters
+
+    redis = aioredis.Redis.from_url(redis_env, decode_responses=True)
+    memory_a, memory_b = SecurityMemory(), SecurityMemory()
+    a = RedisSharedCounters(redis, memory_a, SECRET.encode())
+    b = RedisSharedCounters(redis, memory_b, SECRET.encode())
+    await a.start()
+    await b.start()
+
+    async def later_sees_lock() -> bool:
+        """What an instance started now would load from Redis."""
+        memory = SecurityMemory()
+        counters = RedisSharedCounters(redis, memory, SECRET.encode())
+        await counters.start()
+        try:
+            return memory.is_locked("5000", "192.0.2.5")
+        finally:
+            await counters.close()
+
+    async def lock_on_a() -> None:
+        for _ in range(memory_a.options.max_failures):
+            memory_a.note_failure("5000", "192.0.2.5")
+
+        async def both() -> bool:
+            return memory_b.is_locked("5000", "192.0.2.5") and await later_sees_lock()
+
+        await until(both, what="the lock to reach the other instance and Redis")
+
+    async def unlocked_everywhere() -> bool:
+        return not memory_a.is_locked("5000", "192.0.2.5") and not await later_sees_lock()
+
+    try:
+        # The staff console of instance b clears the lock (as /it/locks/clear does).
+        await lock_on_a()
+        pseudonym, category, _ = next(row for row in memory_b.locked() if row[1] == "pair")
+        assert memory_b.clear(pseudonym, category) == 1
+        assert not memory_b.is_locked("5000", "192.0.2.5")
+        await until(unlocked_everywhere, what="the cleared lock to end on a and in Redis")
+
+        # A correct sign-in on instance b clears the card's failures everywhere.
+        await lock_on_a()
+        memory_b.note_success("5000", "192.0.2.5")
+        await until(unlocked_everywhere, what="the sign-in to clear the lock on a and in Redis")
+        assert memory_a.is_locked("5000", "192.0.2.5") is False
+    finally:
+        await a.close()
+        await b.close()
+        await redis.aclose()

@@ -244,6 +244,10 @@ class SharedCounters(Protocol):
     def publish(self, index: int, digest: bytes, category: str, window: float, n: int, now: float) -> None:
         """Hand an increment to the other instances (without waiting: never blocks the caller)."""
 
+    def publish_forget(self, index: int, digest: bytes, category: str, window: float, now: float) -> None:
+        """Hand a cleared counter to the other instances (a sign-in that succeeded, a lock the
+        staff cleared), so that they forget it too; index -1 is the global counter."""
+
 
 class SecurityMemory:
     """Failed sign-in counters and usage limits, keyed only by rotating keyed hashes.
@@ -317,6 +321,25 @@ class SecurityMemory:
         counter.add(at, n)
         epoch.counters[digest] = counter
 
+    def forget(self, index: int, digest: bytes) -> None:
+        """Drop a counter another instance cleared (``shared_security.py``); never re-published.
+        ``index`` -1 is the global counter."""
+        if index == -1:
+            self._global = _Counter(self.options.window, self._clock())
+            return
+        for epoch in self._live(self._clock()):
+            if epoch.index == index:
+                epoch.counters.pop(digest, None)
+
+    def _drop(self, epoch: _Epoch, digest: bytes) -> bool:
+        """Clear one counter here and on every other instance; False when there was none."""
+        counter = epoch.counters.pop(digest, None)
+        if counter is None:
+            return False
+        if self.shared is not None:
+            self.shared.publish_forget(epoch.index, digest, counter.category, counter.window, self._clock())
+        return True
+
     def _estimate(self, category: str, subject: str, now: float) -> float:
         total = 0.0
         for epoch in self._live(now):
@@ -373,12 +396,12 @@ class SecurityMemory:
 
     def note_success(self, card: str, client: str | None = None) -> None:
         """A correct sign-in clears the card's failures (the client's stay: it may be guessing
-        other cards)."""
+        other cards), on every instance sharing the memory."""
         subject = normalise_card(card)
         pair = f"{subject}\x1f{normalise_client(client) if client else ''}"
         for epoch in self._live(self._clock()):
-            epoch.counters.pop(epoch.digest("card", subject), None)
-            epoch.counters.pop(epoch.digest("pair", pair), None)
+            self._drop(epoch, epoch.digest("card", subject))
+            self._drop(epoch, epoch.digest("pair", pair))
 
     def inflight_key(self, category: str, subject: str) -> bytes:
         """A keyed hash to track attempts in flight under (never a card or an address)."""
@@ -441,9 +464,12 @@ class SecurityMemory:
 
     def clear(self, pseudonym: str, category: str) -> int:
         """Forget the locked counters of ``category`` whose pseudonym is ``pseudonym`` (as shown
-        by ``locked``); returns how many were removed (0 when none is locked any more)."""
+        by ``locked``), here and on every instance sharing the memory; returns how many were
+        removed (0 when none is locked any more)."""
         if pseudonym == "global" and category == "global":
             self._global = _Counter(self.options.window, self._clock())
+            if self.shared is not None:
+                self.shared.publish_forget(-1, b"", "global", self.options.window, self._clock())
             return 1
         # SECURITY: only the exact 8-hex-digit form; a shorter prefix would clear many at once.
         if len(pseudonym) != 8 or any(ch not in "0123456789abcdef" for ch in pseudonym):
@@ -455,8 +481,7 @@ class SecurityMemory:
                 limit = self._limit_of(counter.category)
                 if (counter.category == category and digest.hex()[:8] == pseudonym
                         and limit and counter.estimate(now) >= limit):
-                    del epoch.counters[digest]
-                    removed += 1
+                    removed += self._drop(epoch, digest)
         return removed
 
     # -- retention ----------------------------------------------------------------------------

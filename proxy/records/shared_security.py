@@ -15,6 +15,9 @@ Each instance keeps its own ``SecurityMemory`` (its checks stay synchronous and 
 * **every increment to every instance**: a failed sign-in counted on one instance is published
   (epoch, keyed hash, category, window, n) and added by the others within a round trip, so a
   card locked on one instance is locked on all of them;
+* **a cleared counter is cleared everywhere**: a sign-in that succeeded (which clears the card's
+  failures) and a lock cleared from the staff console are published the same way, and removed
+  from the epoch's sums in Redis, so no instance (nor one started later) keeps the lock;
 * **a restarted instance catches up**: increments are also summed per window in a Redis hash per
   epoch (expiring with the epoch's salt), read once at start.
 
@@ -74,7 +77,8 @@ class RedisSharedCounters:
         self._instance = secrets.token_hex(8)
         self._keys: dict[int, bytes] = {}
         self._salts: dict[int, str] = {}  # hex, as in Redis: put back should Redis lose them
-        self._outbox: list[tuple[int, bytes, str, float, int, float]] = []
+        # (epoch index, digest, category, window, n or None for a cleared counter, time)
+        self._outbox: list[tuple[int, bytes, str, float, int | None, float]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = RateLimitedLog(log, 60.0)
@@ -93,6 +97,12 @@ class RedisSharedCounters:
         if len(self._outbox) >= MAX_OUTBOX:
             del self._outbox[0]
         self._outbox.append((index, digest, category, window, n, now))
+        self._wake.set()
+
+    def publish_forget(self, index: int, digest: bytes, category: str, window: float, now: float) -> None:
+        if len(self._outbox) >= MAX_OUTBOX:
+            del self._outbox[0]
+        self._outbox.append((index, digest, category, window, None, now))
         self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -201,8 +211,18 @@ class RedisSharedCounters:
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, digest, category, window, n, now in batch:
                 start = now - now % window
-                pipe.publish(CHANNEL, f"{self._instance}|{index}|{digest.hex()}|{category}|{window}|{n}|{now}")
-                if index == -1:
+                # A cleared counter travels as "clear" in the place of the count (an older
+                # instance ignores the message: it is not a number).
+                pipe.publish(CHANNEL, f"{self._instance}|{index}|{digest.hex()}|{category}|{window}|"
+                                      f"{'clear' if n is None else n}|{now}")
+                if n is None:
+                    # A live counter spans the current window and the one before: both sums go.
+                    starts = (start, start - window)
+                    if index == -1:
+                        pipe.hdel(_GLOBAL, *(f"{window}|{s}" for s in starts))
+                    else:
+                        pipe.hdel(f"{_COUNTS}{index}", *(f"{digest.hex()}|{category}|{window}|{s}" for s in starts))
+                elif index == -1:
                     pipe.hincrby(_GLOBAL, f"{window}|{start}", n)
                     pipe.expire(_GLOBAL, int(2 * window) + 60)
                 else:
@@ -245,7 +265,10 @@ class RedisSharedCounters:
             origin, index, digest, category, window, n, at = text.split("|")
             if origin == self._instance:
                 return
-            self._memory.apply(int(index), bytes.fromhex(digest), category, float(window), int(n), float(at))
+            if n == "clear":
+                self._memory.forget(int(index), bytes.fromhex(digest))
+            else:
+                self._memory.apply(int(index), bytes.fromhex(digest), category, float(window), int(n), float(at))
         except ValueError:
             return  # not one of ours: ignored
 
