@@ -145,8 +145,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     session = await _load_session(request, app, library)
     path = request.raw_path.split("?", 1)[0]
     vendor = target[1].vendor if target else None
-    if vendor is not None:
-        request[metrics.VENDOR] = vendor.id  # the metrics need not resolve the host again
+    # The metrics' label, so they need not resolve the host again (no target: the proxy's own host).
+    request[metrics.VENDOR] = vendor.id if vendor is not None else metrics.OWN_PAGES
     facts = gate.Facts(host=kind, method=request.method, path=path, vendor=vendor,
                        session=gate.Patron.of(session.membership if session else None), library=library,
                        subresource=session is None and vendor is not None and _subresource(request, routes, vendor))
