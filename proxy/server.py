@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -204,6 +205,12 @@ def install(app: web.Application, config_path: str | Path | None) -> None:
             raise web.GracefulExit()
 
         loop.add_signal_handler(signal.SIGTERM, term)
+        # What exists now (modules, the configuration, the application's parts; the lifecycle
+        # ran first) lives as long as the process: frozen out of the collector's sight, so a
+        # full collection no longer walks it. Each one took 15-20 ms, which every answer in
+        # flight waited for: most of the p99 at 50 connections (docs/operations.md).
+        gc.collect()
+        gc.freeze()
 
     app.on_startup.append(on_startup)
 
