@@ -15,7 +15,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -40,7 +40,13 @@ class Page:
         self.requests: list[str] = []
         self.failed: list[str] = []
         self._load = asyncio.Event()
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._reader = asyncio.create_task(self._read())
+
+    def listen(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(method, params)`` for every DevTools event of this page from now on
+        (after the recording above), in the order Chromium sends them."""
+        self._listeners.append(callback)
 
     async def _read(self) -> None:
         async for msg in self._ws:
@@ -58,6 +64,9 @@ class Page:
                 self.failed.append(params.get("errorText", ""))
             elif method == "Page.loadEventFired":
                 self._load.set()
+            if method:
+                for callback in self._listeners:
+                    callback(method, params)
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         ident = next(self._ids)

@@ -155,3 +155,147 @@ def write_pdf(path: Path, size: int = 300_000) -> Path:
     head = b"%PDF-1.4\n% http://www.vendor.test/ must not be rewritten inside a PDF\n"
     path.write_bytes(head + bytes(range(256)) * ((size - len(head)) // 256) + b"\n%%EOF\n")
     return path
+
+
+# -- the rewriting corpus, served as a vendor's site ---------------------------------------------
+
+# Where the corpus bundles live on the vendor's cdn host, and how each is loaded by every page:
+# (path, corpus file, the tag's attributes). Plain tags are loaded with cookies; ``crossorigin``
+# tags, module scripts, and the fonts that stylesheets name are loaded in CORS mode without them.
+CORPUS_BUNDLES = (
+    ("/bundles/bootstrap.min.css", "bootstrap.min.css", 'rel="stylesheet"'),
+    ("/bundles/pdfjs-pdf_viewer.css", "pdfjs-pdf_viewer.css", 'rel="stylesheet"'),
+    ("/bundles/katex.min.css", "katex.min.css", 'rel="stylesheet" crossorigin="anonymous"'),
+    ("/bundles/jquery.min.js", "jquery.min.js", ""),
+    ("/bundles/bootstrap.bundle.min.js", "bootstrap.bundle.min.js", 'crossorigin="anonymous"'),
+    ("/bundles/vue.global.prod.js", "vue.global.prod.js", 'crossorigin="anonymous"'),
+    ("/bundles/katex.min.js", "katex.min.js", "defer"),
+    ("/bundles/lunr.min.js", "lunr.min.js", 'defer crossorigin="anonymous"'),
+    ("/bundles/instantsearch.production.min.js", "instantsearch.production.min.js", "defer"),
+    # MathJax's latest.js loads startup.js from its own directory, by script, at run time.
+    ("/npm/mathjax@3/es5/latest.js", "mathjax-latest.js", 'async id="MathJax-script"'),
+    ("/bundles/pdfjs-pdf.min.mjs", "pdfjs-pdf.min.mjs", 'type="module"'),
+    ("/bundles/pdfjs-pdf_viewer.mjs", "pdfjs-pdf_viewer.mjs", 'type="module"'),
+)
+CORPUS_FILES_ON_CDN = {path: name for path, name, _ in CORPUS_BUNDLES} | {
+    "/npm/mathjax@3/es5/startup.js": "mathjax-startup.js",
+}
+CORPUS_API_JSON = "/search/glossary.json"  # python-glossary.json, from the api host (CORS)
+CORPUS_SEEN = web.AppKey("corpus_seen", list[tuple[str, str]])  # (host, path and query) of every request
+# What the probe script leaves in ``window.__corpusProbe`` once everything it asked for is in:
+# which bundles ran, what the api host answered, and whether the fonts loaded.
+_PROBE = """<script>
+window.addEventListener('load', function () {
+  var api = fetch('%(api)s%(json)s', {credentials: 'include'})
+    .then(function (r) { return r.ok ? r.json() : {status: r.status}; })
+    .then(function (d) { return Object.keys(d).length; }, function (e) { return String(e); });
+  var xml = fetch('%(www)s/pages/python-opensearch.xml')
+    .then(function (r) { return r.text(); })
+    .then(function (t) { return (t.match(/template="([^"]*)"/) || [])[1] || t.slice(0, 80); });
+  var fonts = Promise.all(['16px KaTeX_Main', 'italic 16px KaTeX_Math'].map(function (f) {
+    return document.fonts.load(f).then(function (l) { return l.length; }, function () { return -1; });
+  }));
+  var modules = new Promise(function (resolve) {
+    var tries = 0;
+    (function check() {
+      if (globalThis.pdfjsLib || ++tries > 100) { resolve(!!globalThis.pdfjsLib); } else { setTimeout(check, 50); }
+    })();
+  });
+  Promise.all([api, xml, fonts, modules]).then(function (r) {
+    window.__corpusProbe = {
+      glossaryEntries: r[0], opensearchTemplate: r[1], fontFaces: r[2], pdfjs: r[3],
+      jquery: !!window.jQuery && jQuery.fn.jquery, vue: !!window.Vue && Vue.version,
+      katex: !!window.katex && katex.version, lunr: !!window.lunr && lunr.version,
+      bootstrap: !!window.bootstrap && bootstrap.Tooltip.VERSION,
+      instantsearch: typeof window.instantsearch
+    };
+  });
+});
+</script>"""
+_STAND_INS = {  # the vendor's own images, styles and scripts that the corpus pages name
+    ".css": ("text/css", b"/* stand-in */\n"),
+    ".js": ("text/javascript", b"/* stand-in */\n"),
+    ".png": ("image/png", PNG),
+    ".gif": ("image/png", PNG),
+    ".ico": ("image/png", PNG),
+    ".svg": ("image/svg+xml", b"<svg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/>"),
+}
+_FONT_TYPES = {".woff2": "font/woff2", ".woff": "font/woff", ".ttf": "font/ttf"}
+
+
+def a_real_font() -> bytes | None:
+    """A TrueType or OpenType font of this machine (Chromium's fontconfig brings one), served
+    for every web font of the corpus: browsers sniff the format, so it loads under any of
+    KaTeX's names and formats, and a test can check that the bytes arrived whole (the browser
+    decoded them). None when the machine has none: a stand-in that no browser can decode."""
+    for pattern in ("**/*.ttf", "**/*.otf"):
+        for path in sorted(Path("/usr/share/fonts").glob(pattern)):
+            return path.read_bytes()
+    return None
+
+
+def corpus_app(port: int, files: dict[str, bytes], third_party: str) -> web.Application:
+    """The vendorized corpus (``files``, from ``tests/corpus/vendorize.vendor_files(port)``) as
+    the vendor's site: each HTML page at ``www.vendor.test/pages/NAME``, loading every JS and CSS
+    bundle of the corpus from the cdn host, a JSON file from the api host, KaTeX's web fonts
+    from the cdn host, and a script and an image from ``third_party`` (an origin that is no host
+    of the vendor: the proxy's CSP must stop both). The images, styles and scripts the pages name
+    by relative URL are answered with small stand-ins of their type; anything else is a 404.
+
+    The bundles and the page additions are written with the vendor's own URLs, as a vendor
+    would write them; the corpus bytes themselves are served as vendorized, unchanged.
+    """
+    www, cdn, api = (f"http://{h}:{port}" for h in HOSTS[:3])
+    font = a_real_font()
+    head = "\n".join(
+        f'<link {attrs} href="{cdn}{path}">' if name.endswith(".css")
+        else f'<script {attrs} src="{cdn}{path}"></script>'
+        for path, name, attrs in CORPUS_BUNDLES
+    )
+    head += (f'\n<img src="{third_party}/pixel.gif" alt="" width="1" height="1">'
+             f'\n<script src="{third_party}/analytics.js"></script>\n')
+    head += _PROBE % {"api": api, "www": www, "json": CORPUS_API_JSON}
+    addition = head.encode()
+    seen: list[tuple[str, str]] = []
+    app = web.Application()
+    app[CORPUS_SEEN] = seen
+    cors = {"Access-Control-Allow-Origin": "*"}  # a CDN's usual answer to CORS-mode loads
+
+    def stand_in(path: str, headers: dict[str, str] | None = None) -> web.Response:
+        for ext, ctype in _FONT_TYPES.items():
+            if path.endswith(ext):
+                return web.Response(body=font or b"wOF2" + bytes(60), content_type=ctype, headers=headers)
+        for ext, (ctype, body) in _STAND_INS.items():
+            if path.endswith(ext):
+                return web.Response(body=body, content_type=ctype, headers=headers)
+        return web.Response(status=404, text="not found")
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        host = request.headers.get("Host", "").split(":")[0]
+        path = request.path
+        seen.append((host, request.path_qs))
+        if host == "www.vendor.test" and path.startswith("/pages/") and path[7:] in files:
+            name = path[7:]
+            body = files[name]
+            if name.endswith(".html"):
+                at = body.lower().find(b"</head>")
+                body = body[:at] + addition + body[at:]
+                return web.Response(body=body, content_type="text/html", charset="utf-8")
+            ctype = "application/opensearchdescription+xml" if name.endswith(".xml") else "application/json"
+            return web.Response(body=body, content_type=ctype)
+        if host == "www.vendor.test":
+            return stand_in(path)
+        if host == "cdn.vendor.test" and path in CORPUS_FILES_ON_CDN:
+            name = CORPUS_FILES_ON_CDN[path]
+            ctype = "text/css" if name.endswith(".css") else "text/javascript"
+            return web.Response(body=files[name], content_type=ctype, charset="utf-8", headers=cors)
+        if host == "cdn.vendor.test":
+            return stand_in(path, cors)
+        if host == "api.vendor.test" and path == CORPUS_API_JSON:
+            return web.Response(body=files["python-glossary.json"], content_type="application/json",
+                                headers={"Access-Control-Allow-Origin": www,
+                                         "Access-Control-Allow-Credentials": "true", "Vary": "Origin"})
+        return web.Response(status=404, text="not found")
+
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
