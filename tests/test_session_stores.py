@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -126,6 +127,43 @@ async def test_concurrent_first_visits_count_once(store_and_clock: tuple[Session
     assert found is not None and found.visited == {"gale"}
     assert await store.mark_visited(found, "gale") is False
     assert await store.mark_visited(found, "jstor") is True
+
+
+async def test_several_vendors_jars_and_a_touch(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    """Every vendor's cookies come back (each jar read when asked for), and a touch keeps the
+    session alive without changing what it holds."""
+    store, clock = store_and_clock
+    session = await store.create(MEMBER)
+    for vendor in ("gale", "jstor", "ebsco"):
+        await store.set_cookies(session, vendor, [_cookie(f"{vendor}-a"), _cookie(f"{vendor}-b")], clock.now)
+        await store.mark_visited(session, vendor)
+    for _ in range(5):
+        clock.now += 50  # within the idle timeout of 60 s only thanks to the touches
+        found = await store.get(session.id)
+        assert found is not None
+        await store.touch(found)
+    found = await store.get(session.id)
+    assert found is not None and found.membership == MEMBER and found.visited == {"gale", "jstor", "ebsco"}
+    assert "jstor" in found.jars and "wiley" not in found.jars and found.jars.get("wiley") is None
+    assert {c.name for c in found.jars["jstor"]} == {"jstor-a", "jstor-b"}
+    assert sorted(found.jars) == ["ebsco", "gale", "jstor"] and len(found.jars) == 3
+    assert {v: sorted(c.name for c in jar) for v, jar in found.jars.items()} == {
+        v: [f"{v}-a", f"{v}-b"] for v in ("ebsco", "gale", "jstor")}
+
+
+async def test_a_touch_does_not_bring_back_an_ended_session(store_and_clock: tuple[SessionStore, Clock]) -> None:
+    """A request in flight when the patron signs out (on another instance) touches its copy of
+    the session afterwards: the session stays ended and is not counted."""
+    store, clock = store_and_clock
+    before = await store.count()  # the Redis server is shared by this module's tests
+    session = await store.create(MEMBER)
+    copy = await store.get(session.id)
+    assert copy is not None
+    await store.delete(session.id)
+    clock.now += 30
+    await store.touch(copy)
+    assert await store.get(session.id) is None
+    assert await store.count() == before
 
 
 async def test_sign_out_everywhere(store_and_clock: tuple[SessionStore, Clock]) -> None:
@@ -284,3 +322,40 @@ def test_redis_without_a_secret_is_warned_about(tmp_path: Path, monkeypatch: pyt
     assert not [w for w in warnings(config) if "[proxy] secret" in w]
     memory = base_config(tmp_path, [])
     assert not [w for w in warnings(memory) if "[proxy] secret" in w]
+
+
+@needs_redis
+async def test_redis_reads_only_the_vendor_asked_for_and_touch_writes_no_record(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    clock = Clock()
+    store = RedisSessionStore(redis_url, idle=60, lifetime=300, clock=clock)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        session = await store.create(MEMBER)
+        for vendor in ("gale", "jstor", "ebsco"):
+            await store.set_cookies(session, vendor, [_cookie(f"{vendor}-{i}") for i in range(4)], clock.now)
+        parsed: list[str] = []
+        real = Cookie.from_json
+
+        def counting(text: str | bytes) -> Cookie | None:
+            parsed.append(str(text))
+            return real(text)
+
+        monkeypatch.setattr(Cookie, "from_json", counting)
+        found = await store.get(session.id)
+        assert found is not None and not parsed  # nothing parsed before a jar is asked for
+        jar = found.jars.get("jstor")
+        assert jar is not None and len(jar) == 4 and len(parsed) == 4  # that vendor's cookies only
+        key = "libproxy:j:" + hashlib.sha256(session.id.encode()).hexdigest()
+        record = client.hget(key, "s")
+        clock.now += 30
+        await store.touch(found)
+        assert client.hget(key, "s") == record  # the record is not rewritten
+        assert float(client.hget(key, "t") or 0) == clock.now
+        again = await store.get(session.id)
+        assert again is not None and again.last_seen == clock.now
+    finally:
+        client.close()
+        await store.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -50,8 +50,9 @@ class Session:
     membership: Membership
     created: float
     last_seen: float
-    # Vendor cookies, by vendor id. Read freely; changed only through the store.
-    jars: dict[str, Jar] = field(default_factory=dict)
+    # Vendor cookies, by vendor id. Read freely; changed only through the store (which may
+    # hand out a mapping that reads each vendor's jar only when it is asked for).
+    jars: MutableMapping[str, Jar] = field(default_factory=dict)
     # Vendors opened in this session, by id.
     visited: set[str] = field(default_factory=set)
 

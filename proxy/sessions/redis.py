@@ -5,8 +5,9 @@ hand out working sessions. Every key carries a TTL (idle timeout, capped by the 
 absolute lifetime), so Redis purges abandoned sessions by itself.
 
     libproxy:j:<sha256(session id)>   hash: the session as JSON (field "s": groups, keyed-hash
-                                      key, times), one field per vendor cookie ("c", vendor,
-                                      name, domain, path) and per vendor opened ("v", vendor)
+                                      key, times at sign-in), the time last seen (field "t"),
+                                      one field per vendor cookie ("c", vendor, name, domain,
+                                      path) and per vendor opened ("v", vendor)
     libproxy:p:<patron key>           set of that patron's session hashes ("sign out everywhere")
     libproxy:t:<sha256(ticket)>       one-time sign-on tickets
     libproxy:live                     sorted set: session hash -> when it ends (counted, never
@@ -16,7 +17,9 @@ Each vendor cookie is its own field of the jar hash, written with HSET/HDEL: two
 arriving at once for one patron (on one instance or two) each add their cookie, and neither
 overwrites the other's, which a read-change-write of the whole session would. One hash per
 session makes reading it, on every request, a single HGETALL: with redis-py a command costs
-about 0.1 ms of CPU and a pipeline of two about twice that.
+about 0.1 ms of CPU and a pipeline of two about twice that. Of the cookies read, only those of
+the vendor a request is for are parsed (``_StoredJars``); recording activity (``touch``)
+writes the "t" field and the expiries, never the record.
 
 Connections come from a bounded pool that *waits* (up to ``pool_wait`` seconds) for a free
 connection instead of failing at once: under a burst of requests patrons queue for a few
@@ -31,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -53,6 +56,7 @@ _SEP = "\t"  # vendor ids, cookie names and domains never contain a tab
 TOUCH_EVERY = 10.0
 LIVE = PREFIX + "live"
 _RECORD = "s"  # the jar hash's field holding the session itself (cookie fields start "c\t", "v\t")
+_SEEN = "t"  # the jar hash's field holding when the session was last seen (written by touch)
 
 log = logging.getLogger("libproxy.sessions")
 
@@ -137,10 +141,14 @@ class RedisSessionStore:
             return None  # unknown, ended, or only a jar written after a sign-out
         try:
             data = json.loads(raw)
+            # The record's own "last_seen" is the sign-in time (or, from an older release, its
+            # last full write); "t" is the latest activity.
+            seen = fields.get(_SEEN)
             session = Session(
                 id=session_id,  # stored hashed; the caller holds the real id
                 membership=Membership.from_dict(data["membership"]),
-                created=float(data["created"]), last_seen=float(data["last_seen"]),
+                created=float(data["created"]),
+                last_seen=max(float(data["last_seen"]), float(seen) if seen is not None else 0.0),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -179,9 +187,20 @@ class RedisSessionStore:
 
     async def touch(self, session: Session) -> None:
         now = self._clock()
-        if now - session.last_seen >= TOUCH_EVERY:
-            session.last_seen = now
-            await self._write(session, now)
+        if now - session.last_seen < TOUCH_EVERY:
+            return
+        session.last_seen = now
+        ttl = self._ttl(session, now)
+        digest = _digest(session.id)
+        key = PREFIX + "j:" + digest
+        # Only what activity changes: the time last seen and the expiries. The record, the
+        # patron index (it outlives every session in it) and the live index's own expiry stay.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, _SEEN, str(now))
+            pipe.expire(key, ttl)
+            # XX: a session ended meanwhile (signed out on another instance) is not counted again.
+            pipe.zadd(LIVE, {digest: now + ttl}, xx=True)
+            await self._call(pipe.execute())
 
     async def delete(self, session_id: str) -> None:
         digest = _digest(session_id)
@@ -232,15 +251,52 @@ def _cookie_field(vendor_id: str, key: tuple[str, str, str]) -> str:
 
 
 def _load_jars(session: Session, fields: dict[str, str]) -> None:
-    """Fill ``session``'s jars and visited vendors from the fields of its jar hash."""
-    found: dict[str, list[Cookie]] = {}
+    """Fill ``session``'s visited vendors from the fields of its jar hash, and give it the
+    vendors' cookies unparsed: each vendor's are parsed when its jar is first asked for."""
+    raw: dict[str, list[str]] = {}
     for name, value in fields.items():
-        parts = name.split(_SEP)
-        if parts[0] == "v" and len(parts) == 2:
-            session.visited.add(parts[1])
-        elif parts[0] == "c" and len(parts) == 5:
-            cookie = Cookie.from_json(value)
-            if cookie is not None:
-                found.setdefault(parts[1], []).append(cookie)
-    for vendor_id, cookies in found.items():
-        session.jars[vendor_id] = Jar(cookies)
+        if name.startswith("c" + _SEP):
+            parts = name.split(_SEP, 2)
+            if len(parts) == 3:
+                raw.setdefault(parts[1], []).append(value)
+        elif name.startswith("v" + _SEP):
+            session.visited.add(name[2:])
+    session.jars = _StoredJars(raw)
+
+
+class _StoredJars(MutableMapping[str, Jar]):
+    """A session's vendor jars as read from Redis. A request is for one vendor: parsing every
+    other vendor's cookies on every request was most of the cost of reading a session."""
+
+    __slots__ = ("_jars", "_raw")
+
+    def __init__(self, raw: dict[str, list[str]]) -> None:
+        self._raw = raw  # vendor id -> its cookies as stored (JSON), not parsed yet
+        self._jars: dict[str, Jar] = {}
+
+    def __getitem__(self, vendor_id: str) -> Jar:
+        jar = self._jars.get(vendor_id)
+        if jar is None:
+            stored = self._raw.pop(vendor_id)  # KeyError: no cookies of that vendor
+            # A damaged cookie is skipped, as it always was.
+            jar = self._jars[vendor_id] = Jar(c for c in map(Cookie.from_json, stored) if c is not None)
+        return jar
+
+    def __setitem__(self, vendor_id: str, jar: Jar) -> None:
+        self._raw.pop(vendor_id, None)
+        self._jars[vendor_id] = jar
+
+    def __delitem__(self, vendor_id: str) -> None:
+        if self._raw.pop(vendor_id, None) is None:
+            del self._jars[vendor_id]
+        else:
+            self._jars.pop(vendor_id, None)
+
+    def __contains__(self, vendor_id: object) -> bool:
+        return vendor_id in self._jars or vendor_id in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._jars, *self._raw])
+
+    def __len__(self) -> int:
+        return len(self._jars) + len(self._raw)
