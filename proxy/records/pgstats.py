@@ -17,7 +17,7 @@ from collections.abc import Collection
 from datetime import date
 from typing import Any
 
-from proxy.records.report import Period, RawRow, Report, build_report
+from proxy.records.report import Period, RawRow, Report, build_report, select_rows
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS daily (
@@ -41,12 +41,6 @@ def errors() -> tuple[type[Exception], ...]:
 
 _UPSERT = ("INSERT INTO {t} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT ({k}, vendor, kind, place) "
            "DO UPDATE SET count = {t}.count + excluded.count, bytes = {t}.bytes + excluded.bytes")
-
-
-def _month_bounds(first: date, last: date) -> tuple[str, str, str, str]:
-    """Days and months of the whole months spanning ``first``..``last`` (as ``StatsDB.rows``).
-    Text comparison does the rest: "2026-11-31" sorts after every real November day."""
-    return f"{first:%Y-%m}-01", f"{last:%Y-%m}-31", f"{first:%Y-%m}", f"{last:%Y-%m}"
 
 
 class PostgresStatsDB:
@@ -87,18 +81,7 @@ class PostgresStatsDB:
         return removed
 
     def rows(self, first: date, last: date, vendors: Collection[str] = ()) -> tuple[list[RawRow], list[RawRow]]:
-        lo_day, hi_day, lo_month, hi_month = _month_bounds(first, last)
-        daily = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5])) for r in self._conn.execute(
-            "SELECT day, vendor, kind, place, count, bytes FROM daily WHERE day BETWEEN %s AND %s",
-            (lo_day, hi_day))]
-        monthly = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5])) for r in self._conn.execute(
-            "SELECT month, vendor, kind, place, count, bytes FROM monthly WHERE month BETWEEN %s AND %s",
-            (lo_month, hi_month))]
-        if vendors:
-            wanted = set(vendors)
-            daily = [r for r in daily if r[1] in wanted]
-            monthly = [r for r in monthly if r[1] in wanted]
-        return daily, monthly
+        return select_rows(self._conn.execute, "%s", first, last, vendors)
 
     def report(self, first: date, last: date, period: Period, threshold: int,
                vendors: Collection[str] = ()) -> Report:

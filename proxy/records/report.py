@@ -31,10 +31,10 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 Period = Literal["day", "month"]
 # (day "YYYY-MM-DD" or month "YYYY-MM", vendor, kind, place, count, bytes)
@@ -181,6 +181,28 @@ def _text(column: str, values: Mapping[str, int]) -> str:
     if column == "megabytes":
         return str(round(values.get(_BYTES, 0) / 1_000_000))
     return str(values.get(column, 0))
+
+
+_SELECT = "SELECT {key}, vendor, kind, place, count, bytes FROM {table} WHERE {key} BETWEEN {p} AND {p}"
+
+
+def select_rows(execute: Callable[[str, tuple[str, str]], Iterable[Sequence[Any]]], placeholder: str,
+                first: date, last: date, vendors: Collection[str] = ()) -> tuple[list[RawRow], list[RawRow]]:
+    """Exact daily rows for the whole months spanning ``first``..``last``, and the monthly rows
+    of those months, from the ``daily`` and ``monthly`` tables every store has: what
+    ``build_report`` needs, never for display. ``execute`` is the store's DB-API
+    ``connection.execute`` and ``placeholder`` its parameter marker ("?" or "%s").
+
+    The bounds are text: "2026-11-31" sorts after every real November day."""
+    wanted = set(vendors)
+
+    def read(table: str, key: str, lo: str, hi: str) -> list[RawRow]:
+        sql = _SELECT.format(key=key, table=table, p=placeholder)
+        rows = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5])) for r in execute(sql, (lo, hi))]
+        return [r for r in rows if r[1] in wanted] if wanted else rows
+
+    lo, hi = first.isoformat()[:7], last.isoformat()[:7]
+    return read("daily", "day", f"{lo}-01", f"{hi}-31"), read("monthly", "month", lo, hi)
 
 
 def build_report(daily: Sequence[RawRow], monthly: Sequence[RawRow], *, period: Period, first: date,

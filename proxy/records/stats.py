@@ -43,7 +43,7 @@ from proxy.counters import compile_patterns as compile_patterns
 from proxy.counters import parse_counter_patterns as parse_counter_patterns
 from proxy.records.pgstats import PostgresStatsDB
 from proxy.records.report import PROXY_VENDOR as PROXY_VENDOR  # re-exported: callers count sign-ins with it
-from proxy.records.report import Period, RawRow, Report, build_report
+from proxy.records.report import Period, RawRow, Report, build_report, select_rows
 
 log = logging.getLogger("libproxy.records")
 
@@ -93,15 +93,6 @@ def _day_start(day: date, tz: tzinfo | None) -> float:
 
 def month_key(day: date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def month_end(day: date) -> date:
-    first_next = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return first_next - timedelta(days=1)
 
 
 def cutoffs(now: float, detail_retention: float, monthly_retention: float,
@@ -166,20 +157,8 @@ class StatsDB:
         return removed
 
     def rows(self, first: date, last: date, vendors: Collection[str] = ()) -> tuple[list[RawRow], list[RawRow]]:
-        """Exact daily rows for the whole months spanning ``first``..``last``, and the monthly
-        rows of those months. Exact values: for ``build_report`` only, never for display."""
-        lo, hi = month_start(first), month_end(last)
-        daily_sql = "SELECT day, vendor, kind, place, count, bytes FROM daily WHERE day BETWEEN ? AND ?"
-        monthly_sql = "SELECT month, vendor, kind, place, count, bytes FROM monthly WHERE month BETWEEN ? AND ?"
-        daily = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]))
-                 for r in self._conn.execute(daily_sql, (lo.isoformat(), hi.isoformat()))]
-        monthly = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]))
-                   for r in self._conn.execute(monthly_sql, (month_key(lo), month_key(hi)))]
-        if vendors:
-            wanted = set(vendors)
-            daily = [r for r in daily if r[1] in wanted]
-            monthly = [r for r in monthly if r[1] in wanted]
-        return daily, monthly
+        """See ``report.select_rows``."""
+        return select_rows(self._conn.execute, "?", first, last, vendors)
 
     def report(self, first: date, last: date, period: Period, threshold: int,
                vendors: Collection[str] = ()) -> Report:
