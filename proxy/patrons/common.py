@@ -1,12 +1,12 @@
-"""Pieces the network patron sources over asyncio (SIP2, RemoteAuth) share.
+"""Pieces the network patron sources (LDAP, SIP2, RemoteAuth) share.
 
 * option checks: group names, the table mapping a library system's home-library values to
   library ids, and the loopback test behind "no PINs in plain text off this machine";
-* ``Failover``: configured servers in order of preference, a failed one skipped for a while;
 * ``day_expiry``: when a card with an expiry *date* stops being valid;
-* ``client_tls``: the TLS context of a client that checks certificates unless told not to.
-
-The LDAP source keeps its own copies (it runs in threads and has DN-aware value comparison).
+* for the sources over asyncio (SIP2, RemoteAuth) only: ``Failover``, configured servers in
+  order of preference, a failed one skipped for a while; ``client_tls``, the TLS context of a
+  client that checks certificates unless told not to. The LDAP source has its own of both
+  (its failover is shared between worker threads, its TLS is ldap3's).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -48,8 +48,10 @@ def check_groups(r: Reader, key: str, groups: Iterable[str]) -> None:
             r.bad(key, f"group {group!r} must be letters, digits, '.', '_' or '-'")
 
 
-def parse_libraries(r: Reader, home_key: str, home_value: str) -> dict[str, str]:
-    """``[...libraries]``: library system value -> library id (also a group), keys normalised.
+def parse_libraries(r: Reader, home_key: str, home_value: str,
+                    normal_form: Callable[[str], str] = normalize) -> dict[str, str]:
+    """``[...libraries]``: library system value -> library id (also a group), keys in
+    ``normal_form`` (the form the source compares values in).
 
     ``home_key`` names the option that says where the home library is read from; the table and
     that option must come together.
@@ -59,7 +61,7 @@ def parse_libraries(r: Reader, home_key: str, home_value: str) -> dict[str, str]
         if not GROUP.match(library_id):
             r.bad("libraries", f"{value}: library id {library_id!r} must be letters, digits, '.', '_' or '-'")
             continue
-        mapping[normalize(value)] = library_id
+        mapping[normal_form(value)] = library_id
     if home_value and not mapping:
         r.bad("libraries", f"must map the {home_key} values to library ids, e.g. "
                            f'[{r.where}.libraries] WOLCOTT = "wolcott"')

@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -61,6 +61,7 @@ from ldap3.utils.dn import escape_rdn, parse_dn
 from proxy.errors import ConfigError, DirectoryUnavailable
 from proxy.membership import Membership
 from proxy.patrons.base import CardRefused, acceptable_credentials
+from proxy.patrons.common import check_groups, day_expiry, is_loopback, parse_libraries
 from proxy.patrons.hashing import pseudonym
 from proxy.settings import Reader
 
@@ -106,8 +107,6 @@ PERSONAL_ATTRIBUTES = frozenset(name.casefold() for name in (
 ))
 
 _ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]{0,63}|\d+(?:\.\d+)+)$")
-_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _CACHE_ENTRIES = 10_000
 _MAX_CACHE_TTL = 900.0  # a cached sign-in outlives a PIN change or a block by at most this long
 _GROUP_SEARCH_LIMIT = 1000
@@ -201,7 +200,7 @@ def parse_options(reader: Reader) -> LdapOptions:
     id_attribute = r.str("id_attribute", "entryUUID")
     groups = frozenset(r.str_list("groups"))
     home_attribute = r.str("home_attribute")
-    libraries = _parse_libraries(r, home_attribute)
+    libraries = parse_libraries(r, "home_attribute", home_attribute, normalize_value)
     rules = _parse_group_rules(r)
     group_base_dn = r.str("group_base_dn")
     group_filter = r.str("group_filter", "(&(objectClass=groupOfNames)(member={dn}))")
@@ -220,7 +219,7 @@ def parse_options(reader: Reader) -> LdapOptions:
     if not id_attribute:
         r.bad("id_attribute", "is required (a stable identifier such as entryUUID or uid)")
     for key, names in (("groups", groups), *(("group_rule", rule.groups) for rule in rules)):
-        _check_groups(r, key, names)
+        check_groups(r, key, names)
 
     connect_timeout = r.duration("connect_timeout", "3s")
     response_timeout = r.duration("response_timeout", "5s")
@@ -266,7 +265,7 @@ def _parse_transport(r: Reader) -> tuple[tuple[str, ...], bool, Path | None, boo
         scheme, host, _ = parts
         # SECURITY: PINs cross the wire in a simple bind; in clear text only over loopback, or
         # when an administrator explicitly says the network in between is private.
-        if scheme == "ldap" and not start_tls and not allow_plaintext and not _is_loopback(host):
+        if scheme == "ldap" and not start_tls and not allow_plaintext and not is_loopback(host):
             r.bad("servers", f"{url!r} would send PINs unencrypted: use ldaps://, start_tls = true, "
                               "or allow_plaintext = true on a private network")
     if ca_file is not None and not ca_file.is_file():
@@ -301,21 +300,6 @@ def _check_mode(r: Reader, mode: str, bind_dn: str | None, bind_password: str | 
         r.bad("bind_password", "is given without bind_dn")
 
 
-def _parse_libraries(r: Reader, home_attribute: str) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for value, library_id in r.str_map("libraries").items():
-        if not _GROUP.match(library_id):
-            r.bad("libraries", f"{value}: library id {library_id!r} must be letters, digits, '.', '_' or '-'")
-            continue
-        mapping[normalize_value(value)] = library_id
-    if home_attribute and not mapping:
-        r.bad("libraries", "must map the home_attribute's values to library ids, e.g. "
-                            '[patrons.ldap.libraries] WOLCOTT = "wolcott"')
-    if mapping and not home_attribute:
-        r.bad("home_attribute", "is required when [patrons.ldap.libraries] is given")
-    return mapping
-
-
 def _parse_group_rules(r: Reader) -> tuple[GroupRule, ...]:
     raw = r.raw("group_rule", [])
     if not isinstance(raw, list):
@@ -347,12 +331,6 @@ def _check_attribute(r: Reader, key: str, name: str) -> None:
         r.bad(key, f"{name!r} is not an attribute name")
     elif name.casefold() in PERSONAL_ATTRIBUTES:
         r.bad(key, f"{name!r} holds personal data; the proxy must not read it (privacy policy)")
-
-
-def _check_groups(r: Reader, key: str, groups: Iterable[str]) -> None:
-    for group in groups:
-        if not _GROUP.match(group):
-            r.bad(key, f"group {group!r} must be letters, digits, '.', '_' or '-'")
 
 
 def _check_dn(r: Reader, key: str, dn: str) -> None:
@@ -392,13 +370,6 @@ def _split_url(url: str) -> tuple[str, str, int] | None:
     if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
         return None
     return parts.scheme, parts.hostname, port or (636 if parts.scheme == "ldaps" else 389)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.lower() in _LOOPBACK_NAMES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,8 +431,7 @@ def expires_at(raw: str, fmt: str) -> datetime | None:
         return None if days < 0 else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=days)
     if fmt == "date" or re.fullmatch(r"\d{8}", text):
         day = date.fromisoformat(text) if "-" in text else datetime.strptime(text, "%Y%m%d").date()
-        # Valid through the whole day where the library is: the proxy's local midnight after it.
-        return datetime.combine(day + timedelta(days=1), datetime.min.time()).astimezone().astimezone(UTC)
+        return day_expiry(day)
     match = re.fullmatch(r"(\d{10})(\d{2})?(\d{2})?(?:[.,]\d+)?(Z|[+-]\d{2}(?:\d{2})?)?", text)
     if match is None:
         raise ValueError("not a GeneralizedTime")
