@@ -72,12 +72,8 @@ def make_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
 
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 1
     _setup_logging(cfg.logging.level if args.log_level is None else args.log_level, cfg.logging.format)
     _require_c_parser()
