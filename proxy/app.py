@@ -147,9 +147,11 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     vendor = target[1].vendor if target else None
     # The metrics' label, so they need not resolve the host again (no target: the proxy's own host).
     request[metrics.VENDOR] = vendor.id if vendor is not None else metrics.OWN_PAGES
+    subresource = session is None and vendor is not None and _subresource(request, routes, vendor)
     facts = gate.Facts(host=kind, method=request.method, path=path, vendor=vendor,
                        session=gate.Patron.of(session.membership if session else None), library=library,
-                       subresource=session is None and vendor is not None and _subresource(request, routes, vendor))
+                       subresource=subresource,
+                       asset=subresource and request.headers.get("Sec-Fetch-Dest", "") in _ASSET_DESTS)
     decision = gate.decide(facts)
     action = decision.action
     if action is gate.Action.OWN_PAGE:
@@ -159,7 +161,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await _act(request, decision, target)
 
 
-_SUBRESOURCE_DESTS = frozenset({"font", "script", "style", "image", "empty"})
+_ASSET_DESTS = frozenset({"font", "script", "style", "image"})
+_SUBRESOURCE_DESTS = _ASSET_DESTS | {"empty"}
 
 
 def _subresource(request: web.Request, routes: Routes, vendor: Vendor) -> bool:
@@ -217,7 +220,15 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
     forwarder = app[context.FORWARDER]
     if not decision.new_network_session:
         # Fair shares of the vendors' connections: per session, or per address for anonymous use.
-        client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
+        # Not per address on a library network: its machines often share one public address, and
+        # a branch's fonts and scripts would queue behind each other (the vendor's pool still
+        # bounds them).
+        if session is not None:
+            client_key = f"s:{session.id}"
+        elif library:
+            client_key = f"r:{id(request)}"
+        else:
+            client_key = f"a:{context.client(request)}"
         return await forwarder.forward(request, routes, origin, route, session, member=decision.member,
                                        in_library=bool(library), client_key=client_key,
                                        static_only=decision.static_only)
@@ -242,10 +253,15 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
             with contextlib.suppress(Exception):
                 await store.delete(new_id)
         raise
-    if not cookie_set and not response.prepared:
-        # The forwarder's own pages ("busy", a usage limit, a refused upload) carry the cookie
-        # too, so the next request of this machine reuses the session instead of making another.
-        on_response(response)
+    if not cookie_set:
+        if not response.prepared:
+            # The forwarder's own pages ("busy", a usage limit, a refused upload) carry the cookie
+            # too, so the next request of this machine reuses the session instead of making another.
+            on_response(response)
+        else:
+            # Sent without it (a WebSocket's handshake): nobody can use the session.
+            with contextlib.suppress(Exception):
+                await store.delete(new_id)
     return response
 
 

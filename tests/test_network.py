@@ -6,11 +6,13 @@ library, 127.0.0.3 for a patron at home, 127.0.0.9 for the library's own load ba
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import jwt
 import pytest
 
@@ -203,24 +205,49 @@ async def test_in_library_fonts_and_failures_leave_no_unused_sessions(tmp_path: 
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     vendors = [*_vendors(echo), {"id": "down", "title": "Down", "start": f"{down}/", "hosts": [down],
                                  "groups": ["wolcott"]}]
-    config = base_config(tmp_path, vendors, network={
+    # One connection per client: the branch's machines share one public address, and their
+    # fonts must not queue behind each other for it.
+    config = base_config(tmp_path, vendors, upstream={"connections_per_client": 1, "queue_wait": "1s",
+                                                                 "read_timeout": "10s"}, network={
         "library": [{"name": "wolcott-main", "cidrs": [f"{IN_LIBRARY}/32"], "groups": ["wolcott"]}]})
     async with run_proxy(config) as running:
         store = running.app[SESSIONS]
         page_origin = f"http://{running.proxied_host(echo.origin)}"
         fonts = Browser(running, local_addr=IN_LIBRARY)
-        for n in range(5):
-            reply = await fonts.get(f"{page_origin}/static/f{n}.woff2", follow=False, headers={
-                "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "font", "Origin": page_origin})
+        cors = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "script", "Origin": page_origin}
+        # Another machine of the branch holds a slow load the whole time.
+        other = Browser(running, local_addr=IN_LIBRARY)
+        slow = asyncio.create_task(other.get(f"{page_origin}/slow?s=4", follow=False, headers=cors))
+        async with asyncio.timeout(10):
+            while not any(r.path.startswith("/slow") for r in echo.received):
+                await asyncio.sleep(0.02)
+        replies = await asyncio.gather(*(fonts.get(f"{page_origin}/static/f{n}.woff2", follow=False, headers={
+            **cors, "Sec-Fetch-Dest": "font"}) for n in range(5)))
+        # Each font would have been turned away after 1 s in a queue behind the 4 s load.
+        assert (await slow).status == 200
+        await other.close()
+        for reply in replies:
             assert reply.status == 200 and reply.body.startswith(b"static:")
-            assert echo.last.header("X-Library-Membership")  # a member: the library's own network
             assert reply.header("Set-Cookie") is None
+        # Members all: the library's own network.
+        assert all(r.header("X-Library-Membership") for r in echo.received if r.path.startswith("/static/"))
         assert await store.count() == 0
         # The vendor is down: the patron sees the "unreachable" page and no session is kept.
         visitor = Browser(running, local_addr=IN_LIBRARY)
         reply = await visitor.get(f"http://{running.proxied_host(down)}/", follow=False)
         assert reply.status == 502
         assert await store.count() == 0
+        # A WebSocket as the first request: its handshake carries no cookie, so no session is kept.
+        connector = aiohttp.TCPConnector(local_addr=(IN_LIBRARY, 0))
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as http:
+            host = running.proxied_host(echo.origin)
+            async with http.ws_connect(f"http://127.0.0.1:{running.port}/ws",
+                                       headers={"Host": host, "Origin": page_origin}) as ws:
+                await ws.send_str("hello")
+                assert (await ws.receive()).data == "echo:hello"
+        async with asyncio.timeout(10):  # the proxy ends its side after the browser's close
+            while await store.count():
+                await asyncio.sleep(0.02)
         # A page that is answered makes exactly one session, reused by the next request.
         reader = Browser(running, local_addr=IN_LIBRARY)
         for _ in range(3):
