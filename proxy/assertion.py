@@ -18,7 +18,7 @@ key_store = "redis"`` (the default when sessions are in Redis) the same JSON liv
 instead (``libproxy:assertion-keys``), created once by whichever instance starts first (seeded from
 an existing key file, so moving to Redis keeps the keys vendors already know), rotated by ``keys
 rotate`` with an optimistic transaction, and re-read by every instance within seconds. Should
-the key vanish from Redis (``FLUSHALL``, eviction, a restart without persistence), the running
+the key vanish from Redis (``FLUSHALL``, eviction, a restart), the running
 instances put back the set they hold (``SET NX``: one wins, all adopt the winner's) and log an
 error, instead of leaving the next instance to start to create a second key set.
 """
@@ -271,8 +271,8 @@ class RedisKeyRing:
             if raw is None and self._text:
                 if await self._redis.set(REDIS_KEYS, self._text, nx=True):
                     log.error("the assertion signing keys were missing from Redis (flushed, evicted, or Redis "
-                              "restarted without persistence) and were restored from this instance's copy; run "
-                              "Redis with persistence and maxmemory-policy noeviction (docs/operations.md)")
+                              "restarted) and were restored from this instance's copy; run Redis with "
+                              "maxmemory-policy noeviction, and see docs/operations.md for a key file instead")
                     return False
                 raw = await self._redis.get(REDIS_KEYS)  # another instance restored it first
             if raw is None or _text(raw) == self._text:
