@@ -191,8 +191,10 @@ async def test_slots_tell_only_of_holds_that_queued() -> None:
                 return ok
 
         task = asyncio.ensure_future(second())
-        while slots._slots["vendor:443"].users < 2:  # the second hold is queued
-            await asyncio.sleep(0)
+        # Bounded: should the second hold never queue, the test fails instead of hanging.
+        async with asyncio.timeout(5):
+            while slots._slots["vendor:443"].users < 2:  # the second hold is queued
+                await asyncio.sleep(0)
     assert await task
     assert len(heard) == 1 and heard[0][0] == "vendor:443" and heard[0][2] is False and heard[0][1] >= 0
     async with slots.hold("vendor:443"):
