@@ -471,3 +471,36 @@ async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo:
             assert "Traceback" not in log.read_text()
         finally:
             _stop(proc)
+
+
+async def test_a_reload_in_a_frozen_process_freezes_the_new_configuration_and_frees_the_old(
+        tmp_path: Path, echo: EchoVendor) -> None:
+    """``serve`` freezes what exists once started (server.install). A reload thaws, collects and
+    freezes again: the new routes are out of the full collections' way like the old ones were,
+    and the replaced ones do not stay frozen (uncollectable when in a reference cycle)."""
+    import gc
+    import weakref
+
+    def frozen(obj: object) -> bool:
+        # gc.get_objects() lists the three generations, not the permanent (frozen) one.
+        return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())
+
+    path = _write(tmp_path, _toml(tmp_path, 8080, [("echo", echo.origin)]))
+    async with run_proxy(config_mod.load(path)) as proxy:
+        gc.collect()
+        gc.freeze()  # as serve's on_startup does; undone below whatever happens
+        try:
+            assert frozen(proxy.app[ROUTES])
+            assert await reload_app(proxy.app, path)
+            assert gc.get_freeze_count() > 0 and frozen(proxy.app[ROUTES])
+            # The routes of that reload, in a reference cycle (as any object of the configuration
+            # could be), must be collected once a later reload replaces them.
+            routes = proxy.app[ROUTES]
+            routes.cycle = routes  # type: ignore[attr-defined]
+            replaced = weakref.ref(routes)
+            del routes
+            assert await reload_app(proxy.app, path)
+            assert replaced() is None, "the replaced routes are still frozen"
+            assert gc.get_freeze_count() > 0 and frozen(proxy.app[ROUTES])
+        finally:
+            gc.unfreeze()
