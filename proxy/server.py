@@ -15,8 +15,8 @@ and several worker processes on one listening socket.
 * **Workers** (``serve --workers N|auto``): the parent binds the socket once and forks N
   processes that accept on it; only the first runs the staff listener. The parent forwards
   SIGTERM and SIGHUP, restarts a worker that dies, and exits when they have all stopped. The
-  workers' metrics are written to ``state_dir/metrics/<parent pid>/`` (made empty at start,
-  removed at the end), so the staff listener's ``/metrics`` is the sum over all of them.
+  workers' metrics are written to ``state_dir/metrics/<host name>-<parent pid>/`` (made empty at
+  start, removed at the end), so the staff listener's ``/metrics`` is the sum over all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
@@ -281,19 +282,37 @@ def bind(cfg: config_mod.Config) -> socket.socket:
 METRICS_DIR = "metrics"
 
 
+def metrics_dir_name(pid: int | None = None) -> str:
+    """``<host name>-<pid>``: the name of a run's metrics directory (the parent's pid).
+
+    The pid alone is not enough: containers sharing one ``state_dir`` volume each have their
+    own pid 1. Characters other than letters, digits, dots and dashes become ``_``.
+    """
+    return f"{_host_label()}-{os.getpid() if pid is None else pid}"
+
+
+def _host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "host"
+
+
 def fresh_metrics_dir(state_dir: Path) -> Path:
-    """An empty directory for this run's metrics files, ``state_dir/metrics/<pid>``.
+    """An empty directory for this run's metrics files, ``state_dir/metrics/<host>-<pid>``.
 
     Figures left by an earlier run must not be added to this one's, so the directory starts
-    empty; those of runs whose parent is gone are removed (a run killed without its cleanup),
-    those of a run still going (another instance on the same state_dir) are left alone.
+    empty; those of runs on this host whose parent is gone are removed (a run killed without
+    its cleanup), those of a run still going are left alone. Directories of other hosts (other
+    containers or machines on the same state_dir) are never touched: their pids mean nothing
+    here. (Nor those named by a pid alone, from versions before the host name: such a run may
+    still be going elsewhere.)
     """
     base = state_dir / METRICS_DIR
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prefix = f"{_host_label()}-"
     for entry in base.iterdir():
-        if entry.name.isdigit() and (int(entry.name) == os.getpid() or not _alive(int(entry.name))):
+        pid = entry.name[len(prefix):]
+        if entry.name.startswith(prefix) and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             shutil.rmtree(entry, ignore_errors=True)
-    directory = base / str(os.getpid())
+    directory = base / metrics_dir_name()
     directory.mkdir(mode=0o700)
     return directory
 

@@ -410,7 +410,9 @@ async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo:
             proc = _serve(path, log, "--workers", "2")
         finally:
             del os.environ["LIBPROXY_TEST_REDIS"]
-        folder = tmp / "state" / "metrics" / str(proc.pid)
+        from proxy.server import metrics_dir_name
+
+        folder = tmp / "state" / "metrics" / metrics_dir_name(proc.pid)
         try:
             wait_for(lambda: (port_open(port) and port_open(staff)) or proc.poll() is not None, 60,
                      "the workers to listen")
@@ -504,3 +506,35 @@ async def test_a_reload_in_a_frozen_process_freezes_the_new_configuration_and_fr
             assert gc.get_freeze_count() > 0 and frozen(proxy.app[ROUTES])
         finally:
             gc.unfreeze()
+
+
+def test_metrics_directories_of_two_containers_on_one_volume_stay_apart(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two containers sharing one state_dir both run as pid 1: each has its own metrics
+    directory (host name and pid), and one starting does not remove the other's. Only this
+    host's directories of runs that are gone are cleaned up."""
+    import socket
+
+    from proxy.server import fresh_metrics_dir, metrics_dir_name
+
+    base = tmp_path / "metrics"
+    monkeypatch.setattr(socket, "gethostname", lambda: "container-a")
+    first = fresh_metrics_dir(tmp_path)
+    (first / "counter_7.db").write_bytes(b"live figures")
+    monkeypatch.setattr(socket, "gethostname", lambda: "container b/odd")  # same pid, other host
+    second = fresh_metrics_dir(tmp_path)
+    assert first != second and second.parent == base and second.name == f"container_b_odd-{os.getpid()}"
+    assert (first / "counter_7.db").read_bytes() == b"live figures"
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    dead, alive = gone.pid, os.getppid()
+    for name in (metrics_dir_name(dead), metrics_dir_name(alive), f"container-a-{dead}", "12345"):
+        (base / name).mkdir()
+    again = fresh_metrics_dir(tmp_path)  # this host ("container b/odd") starting again
+    assert again == second and not list(again.iterdir())
+    left = {p.name for p in base.iterdir()}
+    assert metrics_dir_name(dead) not in left  # this host's, its run gone: removed
+    # This host's live run, another host's directories (dead pid or not: not ours to judge) and
+    # one named by a pid alone (an older version, perhaps running elsewhere) are left alone.
+    assert {metrics_dir_name(alive), f"container-a-{dead}", first.name, "12345", second.name} == left
