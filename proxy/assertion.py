@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from proxy.errors import ConfigError
+from proxy.files import write_private
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
@@ -127,13 +127,7 @@ def keys_from_json(text: str, where: str) -> list[SigningKey]:
 
 def write_keys(path: Path, keys: list[SigningKey]) -> None:
     """Write the key file atomically, readable by the proxy's user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of this process's own: several processes may create the file at the same moment.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(keys_to_json(keys))
-    os.replace(tmp, path)
+    write_private(path, keys_to_json(keys))
 
 
 def load_or_create_keys(path: Path, alg: str) -> list[SigningKey]:

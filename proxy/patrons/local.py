@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import ConfigError, DirectoryUnavailable
+from proxy.files import write_private
 from proxy.membership import Membership
 from proxy.patrons.base import CardRefused, acceptable_credentials
 from proxy.patrons.hashing import dummy_hash, pseudonym, verify_pin
@@ -165,11 +166,7 @@ def add_patron(path: Path, card: str, pin_hash: str, groups: list[str], home: st
             if key in e:
                 lines.append(f"{key} = {_toml_value(e[key])}")
         lines.append("")
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
-    os.replace(tmp, path)
+    write_private(path, "\n".join(lines))
     return replaced
 
 

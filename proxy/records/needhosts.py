@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, tzinfo
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.files import write_private
 from proxy.vendors import valid_host
 
 log = logging.getLogger("libproxy.records")
@@ -147,11 +147,7 @@ class NeededHosts:
                         self._counts.setdefault(str(vendor_id), {})[str(host)] = clean
 
     def _save(self, snapshot: str) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(snapshot)
-        os.replace(tmp, self.path)
+        write_private(self.path, snapshot)
 
     async def flush(self) -> None:
         if not self._dirty:

@@ -16,12 +16,12 @@ event loop. Signing in with an LDAP group is not built yet (see docs/staff-conso
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.files import write_private
 from proxy.patrons.hashing import dummy_hash, hash_pin, verify_pin
 from proxy.staff.options import ROLE_NAMES
 
@@ -89,13 +89,8 @@ def add_account(path: Path, name: str, role: str, password_hash: str) -> bool:
         # Names and roles are checked above and hashes are base64 and "$": no quoting needed.
         lines += ["[[staff]]", f'name = "{account.name}"', f'role = "{account.role}"',
                   f'password = "{account.password_hash}"', ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     # SECURITY: 0600 from the first byte: the hashes are worth guessing offline.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
-    os.replace(tmp, path)
+    write_private(path, "\n".join(lines))
     return replaced
 
 

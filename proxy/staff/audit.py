@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.files import write_private
+
 ACTIONS = {
     "sign-in": "signed in",
     "sign-in-refused": "a sign-in was refused",
@@ -123,11 +125,7 @@ class AuditTrail:
         kept = [line for line in lines if (entry := _parse(line)) is not None and entry.at >= cutoff]
         if len(kept) == len(lines):
             return 0
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_private(self.path, "".join(line + "\n" for line in kept))
         return len(lines) - len(kept)
 
 
