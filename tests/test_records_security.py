@@ -333,3 +333,34 @@ async def test_an_attempt_without_a_verdict_is_refunded() -> None:
                 assert attempt is not None
                 raise DirectoryUnavailable("down")
     assert not memory.is_locked(CARD, CLIENT)
+
+
+class _Recorder:
+    """The SharedCounters side, recording what would be handed to the other instances."""
+
+    def __init__(self) -> None:
+        self.forgets: list[tuple[int, bytes, str, float]] = []
+
+    def epoch_key(self, index: int) -> bytes | None:
+        return None
+
+    def publish(self, index: int, digest: bytes, category: str, window: float, n: int, now: float) -> None:
+        pass
+
+    def publish_forget(self, index: int, digest: bytes, category: str, window: float, now: float) -> None:
+        self.forgets.append((index, digest, category, window))
+
+
+def test_a_correct_sign_in_publishes_the_forget_even_for_counters_never_seen_here() -> None:
+    """Another instance may hold the lock from increments this one missed: a correct sign-in
+    here must clear it there all the same."""
+    clock = Clock(START + 3600)
+    memory = SecurityMemory(clock)
+    shared = _Recorder()
+    memory.shared = shared
+    memory.note_success(CARD, CLIENT)  # nothing counted here
+    [epoch] = memory._live(clock())
+    pair = f"{normalise_card(CARD)}\x1f{normalise_client(CLIENT)}"
+    assert sorted(shared.forgets) == sorted([
+        (epoch.index, epoch.digest("card", normalise_card(CARD)), "card", memory.options.window),
+        (epoch.index, epoch.digest("pair", pair), "pair", memory.options.window)])

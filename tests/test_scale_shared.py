@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,76 @@ async def test_a_cleared_lock_is_cleared_on_every_instance(redis_env: str) -> No
         memory_b.note_success("5000", "192.0.2.5")
         await until(unlocked_everywhere, what="the sign-in to clear the lock on a and in Redis")
         assert memory_a.is_locked("5000", "192.0.2.5") is False
+    finally:
+        await a.close()
+        await b.close()
+        await redis.aclose()
+
+
+async def test_a_lock_this_instance_missed_is_cleared_from_it_on_every_instance(
+        redis_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instance a missed the increments that locked a card on b and in Redis (its subscription
+    was down): a correct sign-in on a, or a staff clear on a of a lock it holds only in part,
+    still ends the lock on b and in Redis."""
+    from redis import asyncio as aioredis
+
+    from proxy.records.security import SecurityMemory
+    from proxy.records.shared_security import RedisSharedCounters
+
+    card, client = "6000", "192.0.2.6"
+    redis = aioredis.Redis.from_url(redis_env, decode_responses=True)
+    memory_a, memory_b = SecurityMemory(), SecurityMemory()
+    a = RedisSharedCounters(redis, memory_a, SECRET.encode())
+    b = RedisSharedCounters(redis, memory_b, SECRET.encode())
+    await a.start()
+    await b.start()
+
+    async def later_sees_lock() -> bool:
+        """What an instance started now would load from Redis."""
+        memory = SecurityMemory()
+        counters = RedisSharedCounters(redis, memory, SECRET.encode())
+        await counters.start()
+        try:
+            return memory.is_locked(card, client)
+        finally:
+            await counters.close()
+
+    async def lock_on_b_unseen_by_a(seen_by_a: int) -> None:
+        """b counts the pair up to its limit; a receives only the first ``seen_by_a``."""
+        limit = memory_b.options.max_failures
+        for _ in range(seen_by_a):
+            memory_b.note_failure(card, client)
+
+        async def a_caught_up() -> bool:
+            return memory_a._estimate("card", card, time.time()) >= seen_by_a
+
+        await until(a_caught_up, timeout=10, what="a to receive b's first increments")
+        async def locked_on_b_and_in_redis() -> bool:
+            return memory_b.is_locked(card, client) and await later_sees_lock()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(a, "_receive", lambda data: None)  # a's subscription down
+            for _ in range(limit - seen_by_a):
+                memory_b.note_failure(card, client)
+            await until(locked_on_b_and_in_redis, timeout=10, what="the lock on b and in Redis")
+        assert not memory_a.is_locked(card, client)  # a missed the rest
+
+    async def unlocked_everywhere() -> bool:
+        return not memory_b.is_locked(card, client) and not await later_sees_lock()
+
+    try:
+        # A correct sign-in on a, which never saw any of the failures.
+        await lock_on_b_unseen_by_a(0)
+        assert memory_a.entries == 0
+        memory_a.note_success(card, client)
+        await until(unlocked_everywhere, timeout=10, what="a's sign-in to clear the lock on b and in Redis")
+
+        # The staff console's page came from b; the clear reached a, which saw half the failures.
+        await lock_on_b_unseen_by_a(memory_b.options.max_failures // 2)
+        pseudonym, category, _ = next(row for row in memory_b.locked() if row[1] == "pair")
+        assert memory_a.locked() == []
+        assert memory_a.clear(pseudonym, category) == 1
+        await until(unlocked_everywhere, timeout=10, what="a's clear to end the lock on b and in Redis")
     finally:
         await a.close()
         await b.close()

@@ -331,14 +331,17 @@ class SecurityMemory:
             if epoch.index == index:
                 epoch.counters.pop(digest, None)
 
-    def _drop(self, epoch: _Epoch, digest: bytes) -> bool:
-        """Clear one counter here and on every other instance; False when there was none."""
+    def _drop(self, epoch: _Epoch, digest: bytes, category: str, window: float) -> bool:
+        """Clear one counter here and on every other instance; False when there was none here.
+
+        The forget is published whether or not this instance held the counter: it may have
+        missed the increments (Redis away for it, the subscription dropped) that locked the
+        card on the others and in Redis's sums.
+        """
         counter = epoch.counters.pop(digest, None)
-        if counter is None:
-            return False
         if self.shared is not None:
-            self.shared.publish_forget(epoch.index, digest, counter.category, counter.window, self._clock())
-        return True
+            self.shared.publish_forget(epoch.index, digest, category, window, self._clock())
+        return counter is not None
 
     def _estimate(self, category: str, subject: str, now: float) -> float:
         total = 0.0
@@ -399,9 +402,10 @@ class SecurityMemory:
         other cards), on every instance sharing the memory."""
         subject = normalise_card(card)
         pair = f"{subject}\x1f{normalise_client(client) if client else ''}"
+        window = self.options.window
         for epoch in self._live(self._clock()):
-            self._drop(epoch, epoch.digest("card", subject))
-            self._drop(epoch, epoch.digest("pair", pair))
+            self._drop(epoch, epoch.digest("card", subject), "card", window)
+            self._drop(epoch, epoch.digest("pair", pair), "pair", window)
 
     def inflight_key(self, category: str, subject: str) -> bytes:
         """A keyed hash to track attempts in flight under (never a card or an address)."""
@@ -463,9 +467,14 @@ class SecurityMemory:
         return sorted(found, key=lambda item: (-item[2], item[0]))
 
     def clear(self, pseudonym: str, category: str) -> int:
-        """Forget the locked counters of ``category`` whose pseudonym is ``pseudonym`` (as shown
-        by ``locked``), here and on every instance sharing the memory; returns how many were
-        removed (0 when none is locked any more)."""
+        """Forget the counters of ``category`` whose pseudonym is ``pseudonym`` (as shown by
+        ``locked``), here and on every instance sharing the memory; returns how many were
+        removed here (0 when this instance holds none).
+
+        A counter is cleared even when it is under the limit here: the page may have come from
+        another instance, where it is over (this one missed increments). One this instance does
+        not hold at all cannot be cleared from here: the pseudonym is too short to name it.
+        """
         if pseudonym == "global" and category == "global":
             self._global = _Counter(self.options.window, self._clock())
             if self.shared is not None:
@@ -478,10 +487,10 @@ class SecurityMemory:
         removed = 0
         for epoch in self._live(now):
             for digest, counter in list(epoch.counters.items()):
-                limit = self._limit_of(counter.category)
-                if (counter.category == category and digest.hex()[:8] == pseudonym
-                        and limit and counter.estimate(now) >= limit):
-                    removed += self._drop(epoch, digest)
+                # SECURITY: only kinds that lock; a counter sharing the 8 digits by chance (one in
+                # 2**32 per counter of the kind) gets a fresh allowance, like the lock cleared.
+                if counter.category == category and digest.hex()[:8] == pseudonym and self._limit_of(category):
+                    removed += self._drop(epoch, digest, counter.category, counter.window)
         return removed
 
     # -- retention ----------------------------------------------------------------------------
