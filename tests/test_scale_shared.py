@@ -447,3 +447,43 @@ async def test_a_lock_this_instance_missed_is_cleared_from_it_on_every_instance(
         await a.close()
         await b.close()
         await redis.aclose()
+
+
+async def test_a_salt_replaced_in_redis_is_reported_once_as_counts_dropped(
+        redis_env: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis lost its data and an instance started before a running one put its salt back: the
+    running one adopts the new salt (all must hash alike), which drops the epoch's counts and so
+    unlocks what was locked. That is said, as an error, once."""
+    from redis import asyncio as aioredis
+
+    from proxy.records.security import SecurityMemory
+    from proxy.records.shared_security import RedisSharedCounters
+
+    redis = aioredis.Redis.from_url(redis_env, decode_responses=True)
+    memory_a, memory_c = SecurityMemory(), SecurityMemory()
+    a = RedisSharedCounters(redis, memory_a, SECRET.encode())
+    c = RedisSharedCounters(redis, memory_c, SECRET.encode())
+    await a.start()
+    try:
+        for _ in range(memory_a.options.card_max_failures):
+            memory_a.note_failure("7000")
+        assert memory_a.is_locked("7000")
+        await redis.flushall()
+        await c.start()  # before a's key loop: c makes new salts
+        try:
+            caplog.clear()
+            with caplog.at_level("ERROR", logger="libproxy.records"):
+                await a._fetch_keys()  # what its key loop does every minute
+                await a._fetch_keys()
+            assert a._keys == c._keys
+            assert not memory_a.is_locked("7000")
+            said = [r for r in caplog.records if "shared salt" in r.getMessage()]
+            assert len(said) == 1 and said[0].levelname == "ERROR", [r.getMessage() for r in caplog.records]
+            message = said[0].getMessage()
+            assert "Redis lost its data" in message and "docs/operations.md" in message
+            assert "counts were dropped (2 here)" in message  # the card, and the card from no address
+        finally:
+            await c.close()
+    finally:
+        await a.close()
+        await redis.aclose()

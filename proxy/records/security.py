@@ -295,14 +295,17 @@ class SecurityMemory:
         if self.shared is not None:
             self.shared.publish(epoch.index, digest, category, window, n, now)
 
-    def adopt_keys(self, keys: Mapping[int, bytes]) -> None:
+    def adopt_keys(self, keys: Mapping[int, bytes]) -> int:
         """Use the shared keys for epochs made before they were known (at start, or while Redis
-        was away); counters filed under a replaced key are dropped with it."""
+        was away); counters filed under a replaced key are dropped with it. Returns how many."""
+        dropped = 0
         for index, epoch in self._epochs.items():
             key = keys.get(index)
             if key is not None and key != epoch.key:
                 epoch.key = key
+                dropped += len(epoch.counters)
                 epoch.counters.clear()
+        return dropped
 
     def apply(self, index: int, digest: bytes, category: str, window: float, n: int, at: float) -> None:
         """Add an increment another instance counted (``shared_security.py``); never re-published.

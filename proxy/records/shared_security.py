@@ -25,7 +25,9 @@ What crosses Redis is what the memory holds: keyed hashes and counts, never a ca
 address, patron key or hashing key. Instances with different secrets compute different hashes
 and so do not share locks: ``check-config`` warns when Redis sessions are used without an
 explicit ``[proxy] secret``. If Redis is unreachable each instance goes on counting on its own
-(and says so, once a minute), exactly as a single instance would.
+(and says so, once a minute), exactly as a single instance would. If Redis loses its data the
+running instances put their salts back; should another instance have made a new salt first,
+all adopt it, which drops the epoch's counts (unlocking what was locked): logged as an error.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class RedisSharedCounters:
     async def _fetch_keys(self) -> None:
         current = self._index()
         restored = 0
+        changed: list[int] = []  # epochs whose salt in Redis is not the one this instance used
         for index in (current - 1, current, current + 1):
             name = f"{_SALT}{index}"
             # SECURITY: the salt expires when the epoch's counters must be unreachable: after
@@ -169,7 +172,10 @@ class RedisSharedCounters:
                 self._log.warning("security memory: the salt of epoch %d in Redis is damaged", index)
                 continue
             # SECURITY: only the salt is in Redis; the key needs the secret as well. A salt that
-            # replaced ours (another instance restored its own first) is adopted: all agree again.
+            # replaced ours (another instance made a new one after Redis lost ours) is adopted:
+            # all agree again, at the price of the counts hashed under the old key.
+            if mine is not None:
+                changed.append(index)
             self._salts[index] = _s(raw)
             self._keys[index] = derive_epoch_key(self._secret, salt, index)
         if restored:
@@ -179,7 +185,16 @@ class RedisSharedCounters:
         for old in [i for i in self._keys if i < current - 1]:
             del self._keys[old]
             self._salts.pop(old, None)
-        self._memory.adopt_keys(self._keys)
+        dropped = self._memory.adopt_keys(self._keys)
+        if changed:
+            # Said once per change (the new salt is ours from now on): every instance that used
+            # the old salt drops the same counts, so cards locked until now are unlocked.
+            log.error("security memory: the shared salt of epoch(s) %s changed in Redis (Redis lost its data: "
+                      "flushed, evicted or restarted without persistence, and an instance made a new salt "
+                      "before one could be put back); their failed sign-in and usage counts were dropped "
+                      "(%d here), so cards and addresses locked until now are unlocked. Run Redis with "
+                      "persistence and maxmemory-policy noeviction (docs/operations.md)",
+                      ", ".join(map(str, changed)), dropped)
         self.ready = current in self._keys
 
     async def _key_loop(self) -> None:
