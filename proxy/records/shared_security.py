@@ -158,7 +158,7 @@ class RedisSharedCounters:
             expires = int((index + 2) * self._rotate + 60)
             mine = self._salts.get(index)
             if mine is not None:
-                # A salt gone from Redis (flushed, evicted, a restart without persistence) is put
+                # A salt gone from Redis (flushed, evicted, Redis restarted) is put
                 # back, or an instance starting now would make another and hash apart from us.
                 restored += bool(await self._redis.set(name, mine, nx=True, exat=expires))
             elif index >= current:
@@ -180,8 +180,7 @@ class RedisSharedCounters:
             self._keys[index] = derive_epoch_key(self._secret, salt, index)
         if restored:
             log.error("security memory: the salts of the live epochs were missing from Redis and were restored "
-                      "from this instance's copy; run Redis with persistence and maxmemory-policy noeviction "
-                      "(docs/operations.md)")
+                      "from this instance's copy; run Redis with maxmemory-policy noeviction (docs/operations.md)")
         for old in [i for i in self._keys if i < current - 1]:
             del self._keys[old]
             self._salts.pop(old, None)
@@ -190,10 +189,10 @@ class RedisSharedCounters:
             # Said once per change (the new salt is ours from now on): every instance that used
             # the old salt drops the same counts, so cards locked until now are unlocked.
             log.error("security memory: the shared salt of epoch(s) %s changed in Redis (Redis lost its data: "
-                      "flushed, evicted or restarted without persistence, and an instance made a new salt "
-                      "before one could be put back); their failed sign-in and usage counts were dropped "
-                      "(%d here), so cards and addresses locked until now are unlocked. Run Redis with "
-                      "persistence and maxmemory-policy noeviction (docs/operations.md)",
+                      "flushed, evicted or restarted, and an instance made a new salt before one could be "
+                      "put back); their failed sign-in and usage counts were dropped (%d here), so cards "
+                      "and addresses locked until now are unlocked. Run Redis with maxmemory-policy "
+                      "noeviction (docs/operations.md)",
                       ", ".join(map(str, changed)), dropped)
         self.ready = current in self._keys
 
