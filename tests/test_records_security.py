@@ -364,3 +364,40 @@ def test_a_correct_sign_in_publishes_the_forget_even_for_counters_never_seen_her
     assert sorted(shared.forgets) == sorted([
         (epoch.index, epoch.digest("card", normalise_card(CARD)), "card", memory.options.window),
         (epoch.index, epoch.digest("pair", pair), "pair", memory.options.window)])
+
+
+class _SharedKeys(_Recorder):
+    """Fixed shared keys per epoch, and the increments one instance hands to the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[int, bytes, str, float, int, float]] = []
+
+    def epoch_key(self, index: int) -> bytes | None:
+        return hashlib.sha256(b"epoch %d" % index).digest()
+
+    def publish(self, index: int, digest: bytes, category: str, window: float, n: int, now: float) -> None:
+        self.sent.append((index, digest, category, window, n, now))
+
+
+def test_an_instance_started_after_a_rotation_honours_a_lock_made_just_before_it() -> None:
+    shared = _SharedKeys()
+    rotate = SecurityOptions().rotate
+    boundary = (START // rotate + 1) * rotate
+    before = Clock(boundary - MINUTE)  # the last minute of the previous epoch
+    locker = SecurityMemory(before, SecurityOptions(max_failures=10, window=15 * MINUTE))
+    locker.shared = shared
+    for _ in range(12):
+        locker.note_failure(CARD, CLIENT)
+    assert locker.is_locked(CARD, CLIENT)
+    after = Clock(boundary + 30)  # a new instance, started in the new epoch
+    late = SecurityMemory(after, SecurityOptions(max_failures=10, window=15 * MINUTE))
+    late.shared = shared
+    for increment in shared.sent:
+        late.apply(*increment)
+    assert late.is_locked(CARD, CLIENT)
+    # Its correct sign-in clears the lock everywhere, the previous epoch's counter included.
+    late.note_success(CARD, CLIENT)
+    assert not late.is_locked(CARD, CLIENT)
+    previous = int(before() // late.options.rotate)
+    assert any(index == previous and category == "pair" for index, _, category, _ in shared.forgets)

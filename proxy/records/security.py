@@ -284,6 +284,16 @@ class SecurityMemory:
             counters.clear()
         return [self._epochs[i] for i in (index, index - 1) if i in self._epochs]
 
+    def _previous(self, index: int) -> _Epoch | None:
+        """The previous epoch made late, under the shared key (None without one: a key of its
+        own would hash apart from every other instance)."""
+        key = self.shared.epoch_key(index) if self.shared is not None else None
+        if key is None:
+            return None
+        epoch = self._epochs[index] = _Epoch(index, self.options.max_entries, 2 * self.options.longest_window,
+                                              self._clock, key)
+        return epoch
+
     def _bump(self, category: str, subject: str, window: float, n: int, now: float) -> None:
         epoch = self._live(now)[0]
         digest = epoch.digest(category, subject)
@@ -316,6 +326,10 @@ class SecurityMemory:
             return
         epochs = {e.index: e for e in self._live(now)}
         epoch = epochs.get(index)
+        if epoch is None and index == int(now // self.options.rotate) - 1:
+            # An instance started after a rotation has not made the previous epoch itself, yet
+            # the others' failures in it still count (a lock made just before the rotation).
+            epoch = self._previous(index)
         if epoch is None:
             return  # an epoch this instance has already forgotten (or not reached yet)
         counter = epoch.counters.get(digest)
