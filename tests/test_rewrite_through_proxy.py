@@ -37,11 +37,14 @@ def _large_text(www: str) -> bytes:
                    for n in range(25_000)).encode()
 
 
+RECEIVED = web.AppKey("received", list)  # (path and query, body) of each request the vendor got
+
+
 def vendor_app(port: int) -> web.Application:
     www = f"http://www.vendor.test:{port}"
     received: list[tuple[str, bytes]] = []
     app = web.Application()
-    app["received"] = received
+    app[RECEIVED] = received
 
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -218,9 +221,9 @@ async def test_proxied_urls_in_queries_and_forms_go_back_in_vendor_terms(
     mine = f"http%3A%2F%2F{host.replace(':', '%3A')}%2Fback"
     await b.get(f"http://{host}/echo-query?return={mine}", follow=False)
     # (the test client sends %3A%2F in a query as ":/"; either way the vendor gets its own URL)
-    assert app["received"][-1][0] == f"/echo-query?return=http://www.vendor.test:{port}/back"
+    assert app[RECEIVED][-1][0] == f"/echo-query?return=http://www.vendor.test:{port}/back"
     await b.post(f"http://{host}/form", data={"return": f"http://{host}/x", "q": "owls"}, follow=False)
-    assert app["received"][-1][1] == f"return=http%3A%2F%2Fwww.vendor.test%3A{port}%2Fx&q=owls".encode()
+    assert app[RECEIVED][-1][1] == f"return=http%3A%2F%2Fwww.vendor.test%3A{port}%2Fx&q=owls".encode()
     await b.close()
 
 
