@@ -35,16 +35,17 @@ setup(name="hostscan", ext_modules=[Extension("_hostscan", ["_hostscan.c"])])
 def checkout(rev: str, where: Path) -> Path:
     """REV as a worktree under ``where``, with its compiled loop built (when it has one)."""
     path = where / "old"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True,
-                   capture_output=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True)
     source = path / "proxy" / "rewrite" / "_hostscan.c"
     if source.exists():
         build = where / "build"
         build.mkdir()
         shutil.copy(source, build)
         (build / "setup.py").write_text(_BUILD)
-        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build, check=True,
-                       capture_output=True)
+        done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"building {rev}'s compiled loop failed:\n{done.stderr[-2000:]}")
         for built in build.glob("_hostscan*.so"):
             shutil.copy(built, source.parent)
     return path
@@ -72,19 +73,23 @@ def main() -> None:
     LOG.unlink(missing_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="libproxy-bench-commits-"))
     tmp.chmod(0o755)  # nginx's workers read the vendor's file here
-    trees = {args.rev: checkout(args.rev, tmp), "working tree": ROOT}
     (tmp / "www").mkdir()
     (tmp / "www" / "small").write_bytes(b"x" * 1024)
     vendor_port = free_port()
-    vendor = start(["nginx", "-c", str(nginx_conf(tmp, "vendor", f"""
-        server {{ listen 127.0.0.1:{vendor_port}; keepalive_requests 1000000;
-                 location / {{ root {tmp / 'www'}; default_type text/plain; }} }}"""))])
     origin = f"http://127.0.0.1:{vendor_port}"
-    results: dict[str, list[Result]] = {name: [] for name in trees}
+    vendor = None
+    old = tmp / "old"
     try:
+        trees = {args.rev: checkout(args.rev, tmp), "working tree": ROOT}
+        results: dict[str, list[Result]] = {name: [] for name in trees}
+        vendor = start(["nginx", "-c", str(nginx_conf(tmp, "vendor", f"""
+            server {{ listen 127.0.0.1:{vendor_port}; keepalive_requests 1000000;
+                     location / {{ root {tmp / 'www'}; default_type text/plain; }} }}"""))])
         wait_port(vendor_port)
         for round_ in range(args.rounds):
-            for name, path in trees.items():
+            # Each round in the other order: neither always runs on the warmer machine.
+            order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
+            for name, path in order:
                 port = free_port()
                 case = tmp / f"case-{round_}-{len(results[name])}-{name.replace(' ', '-')}"
                 case.mkdir()
@@ -107,9 +112,9 @@ def main() -> None:
                 finally:
                     stop(proc)
     finally:
-        stop(vendor)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[args.rev])],
-                       capture_output=True)
+        if vendor is not None:
+            stop(vendor)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n1 KiB bodies, {args.connections} connections, {args.seconds:g} s x {args.rounds} rounds (medians)")
     for name, runs in results.items():

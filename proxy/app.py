@@ -26,7 +26,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 
 from proxy import context, gate, metrics
 from proxy.assertion import AssertionMinter, KeyRing
-from proxy.config import Config, operator_addresses
+from proxy.config import Config, library_share, operator_addresses
 from proxy.config import warnings as config_warnings
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
 from proxy.forward.client import make_client
@@ -147,11 +147,9 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     vendor = target[1].vendor if target else None
     # The metrics' label, so they need not resolve the host again (no target: the proxy's own host).
     request[metrics.VENDOR] = vendor.id if vendor is not None else metrics.OWN_PAGES
-    subresource = session is None and vendor is not None and _subresource(request, routes, vendor)
     facts = gate.Facts(host=kind, method=request.method, path=path, vendor=vendor,
                        session=gate.Patron.of(session.membership if session else None), library=library,
-                       subresource=subresource,
-                       asset=subresource and request.headers.get("Sec-Fetch-Dest", "") in _ASSET_DESTS)
+                       subresource=session is None and vendor is not None and _subresource(request, routes, vendor))
     decision = gate.decide(facts)
     action = decision.action
     if action is gate.Action.OWN_PAGE:
@@ -161,8 +159,7 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await _act(request, decision, target)
 
 
-_ASSET_DESTS = frozenset({"font", "script", "style", "image"})
-_SUBRESOURCE_DESTS = _ASSET_DESTS | {"empty"}
+_SUBRESOURCE_DESTS = frozenset({"font", "script", "style", "image", "empty"})
 
 
 def _subresource(request: web.Request, routes: Routes, vendor: Vendor) -> bool:
@@ -220,18 +217,13 @@ async def _forward(request: web.Request, routes: Routes, target: tuple[Origin, V
     forwarder = app[context.FORWARDER]
     if not decision.new_network_session:
         # Fair shares of the vendors' connections: per session, or per address for anonymous use.
-        # Not per address on a library network: its machines often share one public address, and
-        # a branch's fonts and scripts would queue behind each other (the vendor's pool still
-        # bounds them).
-        if session is not None:
-            client_key = f"s:{session.id}"
-        elif library:
-            client_key = f"r:{id(request)}"
-        else:
-            client_key = f"a:{context.client(request)}"
+        # A library network's machines often share one public address: their sessionless loads
+        # (fonts, scripts) share a larger allowance, so a branch's pages do not queue for one.
+        shared_address = session is None and decision.member and bool(library)
+        client_key = f"s:{session.id}" if session is not None else f"a:{context.client(request)}"
         return await forwarder.forward(request, routes, origin, route, session, member=decision.member,
                                        in_library=bool(library), client_key=client_key,
-                                       static_only=decision.static_only)
+                                       static_only=decision.static_only, shared_address=shared_address)
     # Like EZproxy's AutoLoginIP: in the library, no sign-in; the session has no patron key.
     store = app[context.SESSIONS]
     session = await store.create(Membership.on_network(decision.new_network_session))
@@ -410,6 +402,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
                              grace=config.proxy.body_grace, min_rate=config.proxy.body_min_rate),
             max_body=config.upstream.max_body,
             per_client=Slots(config.upstream.per_client, config.upstream.queue_wait),
+            per_library=Slots(library_share(config.upstream), config.upstream.queue_wait),
             per_host=MeasuredSlots(config.upstream.limit_per_host, config.upstream.queue_wait, app[METRICS], app),
         )
         for warning in config_warnings(config):

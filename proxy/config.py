@@ -117,11 +117,22 @@ class UpstreamConfig:
     read_timeout: float
     limit: int
     limit_per_host: int
-    per_client: int  # parallel requests to vendors per session (or address, when anonymous)
+    per_client: int  # parallel requests to vendors per session (or address, when anonymous; see library_share)
     queue_wait: float  # how long a request may wait for a free connection or client slot
     max_body: int  # cap on bodies the proxy decodes or buffers; streamed bodies are unbounded
     hosts: Mapping[str, str]  # static name -> address overrides (split DNS, tests)
     user_agent: str | None  # replace the browser's User-Agent when set
+
+
+LIBRARY_SHARE = 4  # a library network's shared address: this many clients' worth of connections
+
+
+def library_share(upstream: UpstreamConfig) -> int:
+    """Parallel sessionless requests to vendors from one library-network address (the machines
+    of a branch behind one public address): LIBRARY_SHARE clients' worth, and never more than
+    half a vendor's pool (or one client's share, when that is larger), so the patrons elsewhere
+    keep the other half."""
+    return min(upstream.per_client * LIBRARY_SHARE, max(upstream.per_client, upstream.limit_per_host // 2))
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ table of cases:
   sign-in and without the membership assertion, unless the session is licensed (a member is
   always a member);
 * a machine on a library network licensed for the vendor is forwarded without sign-in, in a
-  new in-library session that carries no patron key (like EZproxy's AutoLoginIP); a web font,
-  ``crossorigin`` script or stylesheet or an image loaded in CORS mode from there (see below) is
-  forwarded the same way but without a session: the browser sends no cookies with such loads and
-  drops the cookie of their answer, so each would otherwise leave one more unused session;
+  new in-library session that carries no patron key (like EZproxy's AutoLoginIP); a
+  subresource load in CORS mode from there (a web font, a ``crossorigin`` script, a fetch: see
+  below) is forwarded the same way but without a session: such loads mostly go without cookies
+  and the browser drops the cookie of their answer, so each would leave one more unused session
+  (the sign-on chain gives every configured host of the vendor its cookie beforehand, so only a
+  host reached some other way goes without a jar);
 * an in-library session is worth nothing off the library's network (a laptop carried home):
   it is ignored and the patron signs in with a card instead;
 * without a session, a GET or HEAD is sent to sign in and comes back to the same page; any
@@ -77,9 +79,6 @@ class Facts:
     # A credentialless CORS subresource fetch by a page of this same vendor (Sec-Fetch-Mode:
     # cors, Sec-Fetch-Dest font/script/style/image/empty, Origin a proxied host of the vendor).
     subresource: bool = False
-    # ... and its destination is a font, script, style or image: loads a browser never sends
-    # cookies with in CORS mode (a fetch, "empty", may be one made with credentials).
-    asset: bool = False
 
 
 class Action(enum.Enum):
@@ -138,7 +137,7 @@ def decide(facts: Facts) -> Decision:
     if vendor.is_anonymous(facts.path):
         return ANONYMOUS
     if session is None and vendor.licensed_for(facts.library):
-        if facts.subresource and facts.asset:
+        if facts.subresource:
             return IN_LIBRARY_ASSET
         return Decision(Action.FORWARD, member=True, new_network_session=facts.library)
     if session is None and facts.subresource and facts.method in ("GET", "HEAD"):

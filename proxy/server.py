@@ -87,6 +87,9 @@ def reconfigure(app: web.Application, new: config_mod.Config) -> list[str]:
     # Requests holding a slot release it on the old object; new ones share the new one.
     if (up.per_client, up.queue_wait) != (forwarder.per_client.limit, forwarder.per_client.wait):
         forwarder.per_client = forwarder.per_client.resized(up.per_client, up.queue_wait)
+    share = config_mod.library_share(up)
+    if (share, up.queue_wait) != (forwarder.per_library.limit, forwarder.per_library.wait):
+        forwarder.per_library = forwarder.per_library.resized(share, up.queue_wait)
     if (up.limit_per_host, up.queue_wait) != (forwarder.per_host.limit, forwarder.per_host.wait):
         forwarder.per_host = forwarder.per_host.resized(up.limit_per_host, up.queue_wait)
     _set(app, context.CLIENTS, make_clients(applied))

@@ -126,10 +126,7 @@ CASES: list[tuple[str, Facts, Decision]] = [
     ("subresource with an unlicensed session", replace(facts(GALE, DERBY), subresource=True), NOT_LICENSED),
     # Its answer's cookie would be dropped by the browser: a member, but no session made.
     ("subresource in the library: member, no session", replace(facts(GALE, library=WOLCOTT_NET),
-                                                                subresource=True, asset=True), IN_LIBRARY_ASSET),
-    # A fetch ("empty") may carry credentials: it gets a session whose cookie the browser keeps.
-    ("fetch in the library: in-library session", replace(facts(GALE, library=WOLCOTT_NET), subresource=True),
-     NETWORK_FORWARD),
+                                                                subresource=True), IN_LIBRARY_ASSET),
     ("subresource in the library, network without the vendor", replace(
         facts(DERBY_ONLY, library=WOLCOTT_NET), subresource=True), STATIC_ASSET),
 ]

@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -205,8 +206,8 @@ async def test_in_library_fonts_and_failures_leave_no_unused_sessions(tmp_path: 
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     vendors = [*_vendors(echo), {"id": "down", "title": "Down", "start": f"{down}/", "hosts": [down],
                                  "groups": ["wolcott"]}]
-    # One connection per client: the branch's machines share one public address, and their
-    # fonts must not queue behind each other for it.
+    # One connection per client: the branch's machines share one public address, whose
+    # sessionless loads get LIBRARY_SHARE (4) clients' worth.
     config = base_config(tmp_path, vendors, upstream={"connections_per_client": 1, "queue_wait": "1s",
                                                                  "read_timeout": "10s"}, network={
         "library": [{"name": "wolcott-main", "cidrs": [f"{IN_LIBRARY}/32"], "groups": ["wolcott"]}]})
@@ -217,18 +218,34 @@ async def test_in_library_fonts_and_failures_leave_no_unused_sessions(tmp_path: 
         cors = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "script", "Origin": page_origin}
         # Another machine of the branch holds a slow load the whole time.
         other = Browser(running, local_addr=IN_LIBRARY)
-        slow = asyncio.create_task(other.get(f"{page_origin}/slow?s=4", follow=False, headers=cors))
-        async with asyncio.timeout(10):
-            while not any(r.path.startswith("/slow") for r in echo.received):
-                await asyncio.sleep(0.02)
+
+        async def hold_slow_loads(count: int) -> list[asyncio.Task[Any]]:
+            before = sum(r.path.startswith("/slow") for r in echo.received)
+            tasks = [asyncio.create_task(other.get(f"{page_origin}/slow?s=4", follow=False, headers=cors))
+                     for _ in range(count)]
+            async with asyncio.timeout(10):
+                while sum(r.path.startswith("/slow") for r in echo.received) < before + count:
+                    await asyncio.sleep(0.02)
+            return tasks
+
+        slow = await hold_slow_loads(1)
         replies = await asyncio.gather(*(fonts.get(f"{page_origin}/static/f{n}.woff2", follow=False, headers={
-            **cors, "Sec-Fetch-Dest": "font"}) for n in range(5)))
-        # Each font would have been turned away after 1 s in a queue behind the 4 s load.
-        assert (await slow).status == 200
-        await other.close()
+            **cors, "Sec-Fetch-Dest": "font"}) for n in range(3)))
+        # A fetch of the page's script ("empty") is one of these too: forwarded, no session made.
+        replies.append(await fonts.get(f"{page_origin}/echo/api", follow=False, headers={
+            **cors, "Sec-Fetch-Dest": "empty"}))
+        # Each would have been turned away after 1 s in a queue behind the 4 s load, had the
+        # address had one client's share.
         for reply in replies:
-            assert reply.status == 200 and reply.body.startswith(b"static:")
-            assert reply.header("Set-Cookie") is None
+            assert reply.status == 200 and reply.header("Set-Cookie") is None
+        assert all(r.body.startswith(b"static:") for r in replies[:3])
+        # The allowance is bounded: with 4 loads held, a fifth waits its second and is turned away.
+        slow += await hold_slow_loads(3)
+        busy = await fonts.get(f"{page_origin}/static/late.woff2", follow=False, headers={
+            **cors, "Sec-Fetch-Dest": "font"})
+        assert busy.status == 429
+        assert [(await task).status for task in slow] == [200] * 4
+        await other.close()
         # Members all: the library's own network.
         assert all(r.header("X-Library-Membership") for r in echo.received if r.path.startswith("/static/"))
         assert await store.count() == 0

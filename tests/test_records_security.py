@@ -401,3 +401,19 @@ def test_an_instance_started_after_a_rotation_honours_a_lock_made_just_before_it
     assert not late.is_locked(CARD, CLIENT)
     previous = int(before() // late.options.rotate)
     assert any(index == previous and category == "pair" for index, _, category, _ in shared.forgets)
+
+
+def test_a_late_instance_that_saw_nothing_still_clears_the_previous_epoch() -> None:
+    """Started after a rotation and having missed every increment, an instance's correct
+    sign-in still sends the forget for the previous epoch, where the others hold the lock."""
+    shared = _SharedKeys()
+    rotate = SecurityOptions().rotate
+    boundary = (START // rotate + 1) * rotate
+    late = SecurityMemory(Clock(boundary + 30))
+    late.shared = shared
+    late.note_success(CARD, CLIENT)
+    previous = int(boundary // rotate) - 1
+    locker = SecurityMemory(Clock(boundary - MINUTE))
+    locker.shared = shared
+    [epoch] = locker._live(boundary - MINUTE)
+    assert (previous, epoch.digest("card", normalise_card(CARD)), "card", late.options.window) in shared.forgets

@@ -148,7 +148,7 @@ class Forwarder:
 
     def __init__(self, *, client: aiohttp.ClientSession, store: SessionStore, assertion: Assertion,
                  answers: Answers, observers: Sequence[Observer], bodies: BodyRules, max_body: int,
-                 per_client: Slots, per_host: Slots) -> None:
+                 per_client: Slots, per_host: Slots, per_library: Slots | None = None) -> None:
         self.client = client
         self.store = store
         self.assertion = assertion
@@ -158,21 +158,27 @@ class Forwarder:
         self.max_body = max_body
         self.per_client = per_client
         self.per_host = per_host
+        # For a library network's shared address (a branch's machines behind one): a larger share.
+        self.per_library = per_library if per_library is not None else per_client
 
     async def forward(self, request: web.Request, routes: Routes, origin: Origin, route: VendorRoute,
                       session: Session | None, *, member: bool, in_library: bool, client_key: str,
-                      on_response: OnResponse = None, static_only: bool = False) -> web.StreamResponse:
+                      on_response: OnResponse = None, static_only: bool = False,
+                      shared_address: bool = False) -> web.StreamResponse:
         """Forward this request to ``origin`` and relay the answer.
 
         ``member`` says whether the membership assertion goes along (False for anonymous paths
         reached without a licensed session); ``client_key`` names the client for fair sharing
         of connections (its session, or its address when anonymous); ``on_response`` may add
         headers (a new session cookie) to whatever response is sent, before it is sent;
-        ``static_only`` relays only static assets (see gate.py), anything else gets a CORS 401.
+        ``static_only`` relays only static assets (see gate.py), anything else gets a CORS 401;
+        ``shared_address``: ``client_key`` names a library network's address, which the machines
+        of a branch share, so it gets the larger share ``per_library``.
         """
-        async with self.per_client.hold(client_key) as client_ok:
+        per_client = self.per_library if shared_address else self.per_client
+        async with per_client.hold(client_key) as client_ok:
             if not client_ok:
-                log.info("a client reached its %d parallel requests to vendors", self.per_client.limit)
+                log.info("a client reached its %d parallel requests to vendors", per_client.limit)
                 return self._busy("busy-client")
             async with self.per_host.hold(origin.netloc) as host_ok:
                 if not host_ok:

@@ -420,7 +420,16 @@ class SecurityMemory:
         subject = normalise_card(card)
         pair = f"{subject}\x1f{normalise_client(client) if client else ''}"
         window = self.options.window
-        for epoch in self._live(self._clock()):
+        now = self._clock()
+        epochs = self._live(now)
+        previous = int(now // self.options.rotate) - 1
+        if self.shared is not None and all(e.index != previous for e in epochs):
+            # Started after a rotation, this instance never made the previous epoch; the lock
+            # may be there on the others all the same.
+            made = self._previous(previous)
+            if made is not None:
+                epochs.append(made)
+        for epoch in epochs:
             self._drop(epoch, epoch.digest("card", subject), "card", window)
             self._drop(epoch, epoch.digest("pair", pair), "pair", window)
 

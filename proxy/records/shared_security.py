@@ -90,7 +90,7 @@ class RedisSharedCounters:
 
     def epoch_key(self, index: int) -> bytes | None:
         key = self._keys.get(index)
-        if key is None:
+        if key is None and index >= int(self._clock() // self._rotate):
             self._log.warning("security memory: no shared key for the current epoch yet (Redis unreachable?): "
                               "this instance counts failed sign-ins on its own until Redis answers")
         return key
