@@ -21,11 +21,26 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import brotli
 from aiohttp import web
 
 HOSTS = ("www.vendor.test", "cdn.vendor.test", "api.vendor.test", "login.vendor.test")
+
+
+def vendor_config(tmp: Path, vendor_port: int, proxy_port: int, hosts: tuple[str, ...] = HOSTS) -> Any:
+    """A proxy on ``proxy.localhost:proxy_port`` in front of this vendor's ``hosts`` (all on
+    ``vendor_port`` of loopback, as split DNS would send them), for the browser tests."""
+    from tests.support import base_config
+
+    return base_config(
+        tmp,
+        [{"id": "vendor", "title": "Vendor", "start": f"http://www.vendor.test:{vendor_port}/",
+          "hosts": [f"http://{h}:{vendor_port}" for h in hosts], "groups": ["wolcott"]}],
+        proxy={"host": f"proxy.localhost:{proxy_port}", "listen": f"127.0.0.1:{proxy_port}"},
+        upstream={"hosts": dict.fromkeys(hosts, "127.0.0.1")},
+    )
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2274c"

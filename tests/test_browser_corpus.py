@@ -35,8 +35,8 @@ from aiohttp import web
 from proxy.context import NEEDED_HOSTS
 from tests.browser import Page, chromium, chromium_path
 from tests.corpus.vendorize import vendor_files
-from tests.multihost_vendor import CORPUS_SEEN, HOSTS, a_real_font, corpus_app
-from tests.support import RunningProxy, base_config, free_port, run_proxy
+from tests.multihost_vendor import CORPUS_SEEN, HOSTS, a_real_font, corpus_app, vendor_config
+from tests.support import RunningProxy, free_port, run_proxy
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
 
@@ -160,13 +160,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
     proxy_host = f"proxy.localhost:{proxy_port}"
-    config = base_config(
-        tmp_path,
-        [{"id": "vendor", "title": "Vendor", "start": f"http://www.vendor.test:{vendor_port}/",
-          "hosts": [f"http://{h}:{vendor_port}" for h in VENDOR_HOSTS], "groups": ["wolcott"]}],
-        proxy={"host": proxy_host, "listen": f"127.0.0.1:{proxy_port}"},
-        upstream={"hosts": dict.fromkeys(VENDOR_HOSTS, "127.0.0.1")},
-    )
+    config = vendor_config(tmp_path, vendor_port, proxy_port, VENDOR_HOSTS)
     try:
         async with run_proxy(config, port=proxy_port) as running:
             yield Setup(running, vendor_port, proxy_host, third_party, third_seen, files,

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Page, chromium, chromium_path
-from tests.multihost_vendor import HOSTS, multihost_app, write_pdf
-from tests.support import RunningProxy, base_config, free_port, run_proxy
+from tests.multihost_vendor import HOSTS, multihost_app, vendor_config, write_pdf
+from tests.support import RunningProxy, free_port, run_proxy
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
 
@@ -42,13 +42,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", vendor_port).start()
     proxy_host = f"proxy.localhost:{proxy_port}"
-    config = base_config(
-        tmp_path,
-        [{"id": "vendor", "title": "Vendor", "start": f"http://www.vendor.test:{vendor_port}/",
-          "hosts": [f"http://{h}:{vendor_port}" for h in HOSTS], "groups": ["wolcott"]}],
-        proxy={"host": proxy_host, "listen": f"127.0.0.1:{proxy_port}"},
-        upstream={"hosts": dict.fromkeys(HOSTS, "127.0.0.1")},
-    )
+    config = vendor_config(tmp_path, vendor_port, proxy_port)
     try:
         async with run_proxy(config, port=proxy_port) as running:
             yield Setup(running, vendor_port, proxy_host, app["seen"])
