@@ -142,7 +142,7 @@ async def config_page(request: web.Request) -> web.StreamResponse:
     text = await asyncio.to_thread(_read_config, path)
     await _audit(request, "config-view")
     return _page(request, "config.html", title="Configuration", path=str(path) if path else None,
-                 text=mask_secrets(text) if text is not None else None, reload=_reload_hook(main) is not None,
+                 text=mask_secrets(text) if text is not None else None, reload=await _reload_hook(main) is not None,
                  problems=None, candidate="", checked=False, refused=False)
 
 
@@ -173,7 +173,7 @@ async def config_check(request: web.Request) -> web.StreamResponse:
     path = config.path
     text = await asyncio.to_thread(_read_config, path)
     return _page(request, "config.html", title="Configuration", path=str(path) if path else None,
-                 text=mask_secrets(text) if text is not None else None, reload=_reload_hook(main) is not None,
+                 text=mask_secrets(text) if text is not None else None, reload=await _reload_hook(main) is not None,
                  problems=[mask_secrets(p) for p in problems], candidate=candidate, checked=True,
                  refused=False)
 
@@ -194,7 +194,7 @@ def _serve_pid(main: web.Application) -> int | None:
     return pid if pid in (os.getpid(), os.getppid()) else None
 
 
-def _reload_hook(main: web.Application) -> Any:
+async def _reload_hook(main: web.Application) -> Any:
     """How to reload the running proxy, or None: an application hook ``context.RELOAD`` if one
     is ever set (a callable, sync or async), else SIGHUP to the ``serve`` process, which
     re-reads the file, swaps in what can change live and logs what waits for a restart."""
@@ -203,7 +203,7 @@ def _reload_hook(main: web.Application) -> Any:
     key = getattr(context, "RELOAD", None)
     if isinstance(key, web.AppKey) and key in main:
         return main[key]
-    pid = _serve_pid(main)
+    pid = await asyncio.to_thread(_serve_pid, main)  # a file: not read on the event loop
     if pid is None:
         return None
     return lambda: os.kill(pid, signal.SIGHUP)
@@ -219,7 +219,7 @@ def _check_file(path: Path) -> list[str]:
 
 async def config_reload(request: web.Request) -> web.StreamResponse:
     main = request.app[CONSOLE].main
-    hook = _reload_hook(main)
+    hook = await _reload_hook(main)
     path = main[context.CONFIG].path
     if hook is None or path is None:
         await _audit(request, "config-reload", "not-available")

@@ -7,6 +7,8 @@ out of a shared computer's cache.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,15 @@ class StaffPages:
         return self.render("message.html", status=status, title=title, text=text, **context)
 
 
+@functools.cache
+def _stylesheet_text() -> str:
+    # Files of the package: read once, not on the event loop at every page of the console.
+    return PATRON_STYLE.read_text(encoding="utf-8") + "\n" + STAFF_STYLE.read_text(encoding="utf-8")
+
+
 async def stylesheet(request: web.Request) -> web.StreamResponse:
     """The patron stylesheet followed by the console's own few rules (tables, forms, bars)."""
-    text = PATRON_STYLE.read_text(encoding="utf-8") + "\n" + STAFF_STYLE.read_text(encoding="utf-8")
+    text = await asyncio.to_thread(_stylesheet_text)
     response = web.Response(text=text, content_type="text/css", charset="utf-8")
     secure(response)
     response.headers["Cache-Control"] = "no-cache"
