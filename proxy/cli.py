@@ -26,7 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy import config as config_mod
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, DirectoryUnavailable
 
 
 def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -160,7 +160,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     print(f"{path}: OK ({plural(len(cfg.vendors), 'vendor')}, patrons from {cfg.patrons.source}, "
           f"sessions in {cfg.sessions.store}, rewriting {rewriting_loop()})")
-    for warning in warnings(cfg):
+    found = warnings(cfg)
+    patrons_file = cfg.patrons.file
+    if cfg.patrons.source == "local" and patrons_file is not None and not patrons_file.exists():
+        # A warning (the file is made by the first `patrons add`), but serve stops on it at start.
+        found.append(f"[patrons] file {patrons_file} does not exist yet: the proxy will not start without it; "
+                     f"`libproxy patrons add --file {patrons_file} --card ... --groups ...` creates it")
+    for warning in found:
         print(f"  warning: {warning}")
     return 0
 
@@ -515,6 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"libproxy {args.command}: the configuration has problems:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
+        return 1
+    except DirectoryUnavailable as exc:
+        if args.command != "serve":
+            raise
+        # The patron directory at start (a patrons file missing or unreadable): one line.
+        print(f"libproxy serve: cannot start: {exc}. Check [patrons] in the configuration "
+              "(`libproxy check-config`); `libproxy patrons add` creates a local patrons file.", file=sys.stderr)
         return 1
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES) and args.command in ("serve", "demo"):

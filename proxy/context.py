@@ -13,6 +13,7 @@ Each key holds one part with one concept; handlers take the parts they use and n
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -73,6 +74,9 @@ class Clients:
 
 
 CONFIG = web.AppKey("config", Config)
+# The staff listener's socket when the parent of several workers bound it before forking (the
+# first worker serves on it); without one, the staff listener binds [admin] listen itself.
+ADMIN_SOCKET = web.AppKey("admin_socket", socket.socket)
 SITE = web.AppKey("site", Site)
 ROUTES = web.AppKey("routes", Routes)
 SESSIONS = web.AppKey[SessionStore]("sessions")

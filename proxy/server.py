@@ -13,7 +13,8 @@ and several worker processes on one listening socket.
 * **Open files**: the soft limit is raised to the hard limit at start, and said so; when accept()
   fails for lack of descriptors, one line a minute instead of a traceback per attempt.
 * **Workers** (``serve --workers N|auto``): the parent binds the socket once and forks N
-  processes that accept on it; only the first runs the staff listener. The parent forwards
+  processes that accept on it; only the first runs the staff listener (on a socket the parent
+  bound too, so a taken port stops the start and a restarted first worker loses no connection). The parent forwards
   SIGTERM and SIGHUP, restarts a worker that dies, and exits when they have all stopped. The
   workers' metrics are written to ``state_dir/metrics/<host name>-<parent pid>/`` (made empty at
   start, removed at the end), so the staff listener's ``/metrics`` is the sum over all of them.
@@ -272,14 +273,31 @@ def worker_count(text: str) -> int:
     return count
 
 
-def bind(cfg: config_mod.Config) -> socket.socket:
-    family = socket.AF_INET6 if ":" in cfg.proxy.listen_host else socket.AF_INET
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket the workers inherit (an OSError when the port is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((cfg.proxy.listen_host, cfg.proxy.listen_port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
+
+
+def bind_staff(cfg: config_mod.Config) -> socket.socket | None:
+    """The staff listener's socket, bound by the parent of several workers: a port already taken
+    stops the start with one clear line, instead of the first worker failing and being started
+    again forever; and while that worker is restarted the port stays open (connections wait in
+    the backlog instead of being refused)."""
+    if not cfg.admin.listen:
+        return None
+    from proxy.web.admin import split_listen
+
+    return bind(*split_listen(cfg.admin.listen))
 
 
 METRICS_DIR = "metrics"
@@ -333,7 +351,12 @@ def _alive(pid: int) -> bool:
 def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: config_mod.Config, count: int, *,
                 loop_choice: str, ssl_context: Any) -> int:
     """The parent of ``count`` workers accepting on one socket; returns the exit status."""
-    sock = bind(cfg)
+    sock = bind(cfg.proxy.listen_host, cfg.proxy.listen_port)
+    try:
+        staff_sock = bind_staff(cfg)
+    except OSError:
+        sock.close()
+        raise
     write_pid(cfg.proxy.state_dir)
     # The state directory's secret and key file made once, here, not raced for by every worker.
     from proxy.assertion import load_or_create_keys
@@ -358,7 +381,16 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
                     signal.signal(sig, signal.SIG_DFL)
                 # The staff listener (and its port) in the first worker only.
                 own = cfg if number == 0 else replace(cfg, admin=replace(cfg.admin, listen=None))
-                run_one(lambda: make_app(own), own, sock=sock, loop_choice=loop_choice, ssl_context=ssl_context)
+                if staff_sock is not None and number != 0:
+                    staff_sock.close()
+
+                def build() -> web.Application:
+                    app = make_app(own)
+                    if staff_sock is not None and number == 0:
+                        app[context.ADMIN_SOCKET] = staff_sock
+                    return app
+
+                run_one(build, own, sock=sock, loop_choice=loop_choice, ssl_context=ssl_context)
             except (web.GracefulExit, KeyboardInterrupt):
                 pass  # a signal during the shutdown itself: still a normal stop
             except BaseException:  # a worker must never return into the parent's code
@@ -401,6 +433,8 @@ def run_workers(make_app: Callable[[config_mod.Config], web.Application], cfg: c
             time.sleep(min(5.0, 0.2 * failures))  # a worker that dies at once must not spin
             spawn(number)
     sock.close()
+    if staff_sock is not None:
+        staff_sock.close()
     shutil.rmtree(shared, ignore_errors=True)
     log.info("all workers stopped")
     return 0

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_LDIF = REPO / "config" / "bibliomation.ldif"
 SUFFIX = "dc=bibliomation,dc=org"
@@ -68,12 +70,6 @@ def missing_reason() -> str | None:
     if not (SCHEMA_DIR / "inetorgperson.schema").is_file():
         return f"OpenLDAP schema files are not in {SCHEMA_DIR}"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------------------------

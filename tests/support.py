@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,14 +26,9 @@ from proxy.app import create_app
 from proxy.config import Config
 from proxy.patrons.hashing import hash_pin
 from proxy.patrons.local import add_patron
+from tests.ports import free_port as free_port  # re-exported: the tests take it from here
 
 PROXY_HOST = "proxy.localhost"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -120,3 +120,21 @@ def test_stats_names_an_unknown_vendor(tmp_path: Path) -> None:
                     'groups = ["wolcott"]\n')
     result = _cli("stats", "--config", str(good), "--vendor", "nosuch")
     assert result.returncode == 1 and "no vendor 'nosuch'" in result.stderr and "demo" in result.stderr
+
+
+def test_a_missing_patrons_file_is_named_by_check_config_and_serve(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    path = tmp_path / "proxy.toml"
+    path.write_text(f'[proxy]\nlisten = "127.0.0.1:{free_port()}"\nstate_dir = "{tmp_path / "state"}"\n'
+                    f'[patrons]\nfile = "{tmp_path / "nobody.toml"}"\n[admin]\nlisten = ""\n'
+                    '[[vendor]]\nid = "demo"\nstart = "https://www.vendor.com/"\nhosts = ["www.vendor.com"]\n'
+                    'groups = ["wolcott"]\n')
+    checked = _cli("check-config", str(path))
+    assert checked.returncode == 0, checked.stdout
+    assert "warning: [patrons] file" in checked.stdout and "nobody.toml does not exist" in checked.stdout
+    assert "patrons add --file" in checked.stdout
+    served = _cli("serve", "--config", str(path))
+    assert served.returncode == 1
+    assert "cannot start" in served.stderr and "nobody.toml" in served.stderr, served.stderr
+    assert "Traceback" not in served.stderr

@@ -447,7 +447,8 @@ async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo:
             for secret in (marker, "127.0.0.1", "pid=", *(f'"{pid}"' for pid in _pids_that_counted(folder))):
                 assert secret not in text, secret
 
-            assert "exited unexpectedly" not in log.read_text()  # (a worker once failed at start here)
+            # (A worker once failed at start here: its staff port had been taken by an outgoing connection.)
+            assert "exited unexpectedly" not in (text := log.read_text()), text
             # A worker dies and is started again: its requests still count, its gauges no more.
             workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
             victim = next(pid for pid in workers if pid in _pids_that_counted(folder))
@@ -538,3 +539,31 @@ def test_metrics_directories_of_two_containers_on_one_volume_stay_apart(tmp_path
     # This host's live run, another host's directories (dead pid or not: not ours to judge) and
     # one named by a pid alone (an older version, perhaps running elsewhere) are left alone.
     assert {metrics_dir_name(alive), f"container-a-{dead}", first.name, "12345", second.name} == left
+
+
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server is not installed")
+def test_workers_do_not_start_when_the_staff_port_is_taken(served: tuple[Path, Path], echo: EchoVendor) -> None:
+    """The parent binds the staff port before forking: a taken port stops the start with one line
+    (it used to leave the first worker failing and being started again for ever)."""
+    import socket
+
+    log, tmp = served
+    port, staff = free_port(), free_port()
+    with redis_server() as url, socket.socket() as taken:
+        taken.bind(("127.0.0.1", staff))
+        taken.listen()
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
+                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
+        os.environ["LIBPROXY_TEST_REDIS"] = url
+        try:
+            proc = _serve(path, log, "--workers", "2")
+        finally:
+            del os.environ["LIBPROXY_TEST_REDIS"]
+        try:
+            code = proc.wait(60)
+        finally:
+            _stop(proc)
+        text = log.read_text()
+        assert code == 1, text
+        assert "cannot listen" in text and "Traceback" not in text and "exited unexpectedly" not in text, text
+        assert not port_open(port), "the proxy's own port must be closed again"

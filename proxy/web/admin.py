@@ -74,8 +74,18 @@ async def start_admin(main: web.Application) -> web.AppRunner | None:
     listen = main[context.CONFIG].admin.listen
     if not listen:
         return None
-    host, _, port = listen.rpartition(":")
     runner = web.AppRunner(admin_app(main), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    sock = main.get(context.ADMIN_SOCKET)
+    if sock is not None:
+        await web.SockSite(runner, sock).start()
+    else:
+        host, port = split_listen(listen)
+        await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``[admin] listen``'s "address:port" (an IPv6 address may be in brackets)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
