@@ -55,8 +55,8 @@ log = logging.getLogger("libproxy")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_HOST_HEADER = re.compile(r"^[a-z0-9.-]{1,253}(:[0-9]{1,5})?$")
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+_HOST_HEADER = re.compile(r"^[a-z0-9.-]{1,253}(:[0-9]{1,5})?\Z")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{20,64}\Z")
 
 
 @web.middleware
@@ -121,6 +121,10 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise BadInput("http-version", 505)
     if "Transfer-Encoding" in request.headers and not _plain_chunked(request):
         raise BadInput("malformed-request")
+    if request.method in _REFUSED_METHODS:
+        # SECURITY: CONNECT would ask a vendor to open a tunnel with the patron's assertion and
+        # cookies, and TRACE would echo them (the assertion among them) back to the page's script.
+        raise BadInput("method", 405)
     host = request.headers.get("Host", "").lower()
     if not _HOST_HEADER.match(host):
         raise BadInput("malformed-host")
@@ -175,6 +179,7 @@ def _subresource(request: web.Request, routes: Routes, vendor: Vendor) -> bool:
 
 
 _HTTP1 = frozenset({HttpVersion10, HttpVersion11})
+_REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 
 def _plain_chunked(request: web.Request) -> bool:

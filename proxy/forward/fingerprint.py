@@ -45,7 +45,7 @@ _FAMILIES = (
 )
 _CHROME = re.compile(r"\bChrome/(\d{1,4})")
 GENERIC = "Mozilla/5.0"
-_LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,3}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,3}\Z")
 
 
 def _platform(ua: str) -> tuple[str, bool] | None:

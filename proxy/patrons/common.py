@@ -25,7 +25,7 @@ from proxy.settings import Reader
 
 log = logging.getLogger(__name__)
 
-GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 

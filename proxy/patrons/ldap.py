@@ -106,7 +106,7 @@ PERSONAL_ATTRIBUTES = frozenset(name.casefold() for name in (
     "sambaNTPassword", "sambaLMPassword",
 ))
 
-_ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]{0,63}|\d+(?:\.\d+)+)$")
+_ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]{0,63}|\d+(?:\.\d+)+)\Z")
 _CACHE_ENTRIES = 10_000
 _MAX_CACHE_TTL = 900.0  # a cached sign-in outlives a PIN change or a block by at most this long
 _GROUP_SEARCH_LIMIT = 1000

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 FORMS = ("basic", "patronapi")
 FLAVOURS = ("evergreen", "sierra")
-_FIELD_CODE = re.compile(r"^p[a-z0-9]{1,4}$")
+_FIELD_CODE = re.compile(r"^p[a-z0-9]{1,4}\Z")
 # SECURITY: PatronAPI codes of personal data (name, addresses, phones, e-mail, barcode, birth
 # date, notes). Naming one is refused instead of quietly reading it.
 PERSONAL_CODES = frozenset({"pn", "pa", "ph", "pt", "pz", "pb", "pu", "p51", "px", "pm"})

@@ -27,7 +27,7 @@ MAX_FRAME = 16 * 1024  # longer answers are refused (a SIP2 line is a few hundre
 _FORBIDDEN = re.compile(r"[|\r\n\x00]")
 _TRAILER = re.compile(rb"AY([0-9])AZ([0-9A-Fa-f]{4})\Z")
 _CHECKSUM_ONLY = re.compile(rb"AZ([0-9A-Fa-f]{4})\Z")
-_FIELD_ID = re.compile(r"^[A-Z][A-Z0-9]$")
+_FIELD_ID = re.compile(r"^[A-Z][A-Z0-9]\Z")
 
 
 class FormatError(Exception):

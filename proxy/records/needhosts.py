@@ -59,7 +59,7 @@ def parse_report(body: bytes) -> Iterator[tuple[str, str]]:
         return
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[...": nested past Python's stack
         return
     items: list[Any] = []
     if isinstance(data, dict) and isinstance(data.get("csp-report"), dict):

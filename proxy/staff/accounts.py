@@ -29,7 +29,7 @@ ROLES = ROLE_NAMES
 ROLE_TITLES = {"it": "IT staff", "director": "Director"}
 MIN_PASSWORD = 10
 # Names are shown on pages and written to the audit trail: plain, short, no markup or spaces.
-_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}\Z")
 
 
 class AccountsError(ValueError):

@@ -49,7 +49,7 @@ ACTIONS = {
     "audit-view": "viewed the audit trail",
 }
 # A vendor id, a role, a kind of lock, "ok"/"problems", a number: never free text.
-_DETAIL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+_DETAIL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)

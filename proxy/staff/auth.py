@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
-from proxy.errors import DirectoryUnavailable
+from proxy.errors import BadInput, DirectoryUnavailable
 from proxy.staff.accounts import ROLE_TITLES, valid_name
 from proxy.staff.sessions import StaffSession
 from proxy.staff.state import CONSOLE, STAFF_SESSION, Console
+from proxy.web.forms import read_form
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,7 +92,11 @@ async def _guarded(request: web.Request, handler: Handler, console: Console) -> 
             raise web.HTTPSeeOther("/login")
         raise web.HTTPForbidden()
     if request.method not in ("GET", "HEAD"):
-        form = await request.post()
+        try:
+            form = await staff_form(request)
+        except BadInput as refused:
+            return console.pages.message("Refused", "The form could not be read. Open the page again and retry.",
+                                         status=refused.status, staff=session)
         token = form.get("csrf")
         # SECURITY: every state-changing request carries the session's own token (CSRF).
         if not (isinstance(token, str) and hmac.compare_digest(token, session.csrf)) or not _same_origin(request):
@@ -104,6 +110,23 @@ async def _guarded(request: web.Request, handler: Handler, console: Console) -> 
             f"This page is for the {ROLE_TITLES[needed]} role; you are signed in as {ROLE_TITLES[session.role]}.",
             status=403, staff=session, csrf=session.csrf)
     return await handler(request)
+
+
+# The largest form of the console: a configuration pasted for checking (it.MAX_CANDIDATE,
+# 512 KiB of text) as the browser percent-encodes it.
+MAX_STAFF_FORM = 2 * 1024 * 1024
+FORM_DEADLINE = 60.0
+_FORM = web.RequestKey[MultiDictProxy[str]]("libproxy.staff_form")
+
+
+async def staff_form(request: web.Request) -> MultiDictProxy[str]:
+    """The request's form, read once (under a size cap and a deadline, see web/forms.py) and
+    kept for the handler; raises BadInput when it is too large, too slow or malformed."""
+    form = request.get(_FORM)
+    if form is None:
+        form = await read_form(request, max_bytes=MAX_STAFF_FORM, deadline=FORM_DEADLINE)
+        request[_FORM] = form
+    return form
 
 
 def _login_token(request: web.Request) -> str:
@@ -152,7 +175,11 @@ def _note_failure(console: Console, name: str, now: float) -> None:
 
 async def login(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    form = await request.post()
+    try:
+        form = await staff_form(request)
+    except BadInput as refused:
+        return console.pages.message("Refused", "The sign-in form could not be read. Open it again and retry.",
+                                     status=refused.status)
     name = str(form.get("name", "")).strip().lower()
     password = str(form.get("password", ""))
     token = str(form.get("csrf", ""))

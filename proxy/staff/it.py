@@ -24,6 +24,7 @@ from proxy.config import from_dict
 from proxy.config import load as load_config
 from proxy.errors import ConfigError
 from proxy.staff import health
+from proxy.staff.auth import staff_form
 from proxy.staff.state import CONSOLE, current
 from proxy.vendorcheck import check_vendor
 from proxy.vendors import parse_absolute_url
@@ -86,7 +87,7 @@ async def vendors_page(request: web.Request) -> web.StreamResponse:
 
 async def vendor_check(request: web.Request) -> web.StreamResponse:
     main = request.app[CONSOLE].main
-    form = await request.post()
+    form = await staff_form(request)
     vendor_id = str(form.get("vendor", ""))
     vendor = main[context.ROUTES].vendors.by_id(vendor_id)
     if vendor is None:
@@ -100,7 +101,7 @@ async def vendor_check(request: web.Request) -> web.StreamResponse:
 async def lookup(request: web.Request) -> web.StreamResponse:
     """Which vendor covers a URL IT pasted (from a vendor's setup notes or a broken link)."""
     main = request.app[CONSOLE].main
-    form = await request.post()
+    form = await staff_form(request)
     url = str(form.get("url", "")).strip()[:MAX_URL]
     vendors = main[context.ROUTES].vendors
     parsed = parse_absolute_url(url)
@@ -161,7 +162,7 @@ def _check_candidate(text: str, base: Path) -> list[str]:
 async def config_check(request: web.Request) -> web.StreamResponse:
     main = request.app[CONSOLE].main
     config = main[context.CONFIG]
-    form = await request.post()
+    form = await staff_form(request)
     candidate = str(form.get("candidate", ""))
     if len(candidate) > MAX_CANDIDATE:
         problems = [f"the text is longer than {MAX_CANDIDATE // 1024} KiB"]
@@ -265,7 +266,7 @@ async def locks_page(request: web.Request) -> web.StreamResponse:
 
 async def lock_clear(request: web.Request) -> web.StreamResponse:
     main = request.app[CONSOLE].main
-    form = await request.post()
+    form = await staff_form(request)
     pseudonym, category = str(form.get("pseudonym", "")), str(form.get("category", ""))
     removed = main[context.RECORDS].security.clear(pseudonym, category)
     # By kind only: the pseudonym is not kept in a year-long file (see audit.py).

@@ -37,7 +37,9 @@ LANGUAGE_PATH = "/language/"
 
 # A path of the proxy's own host that a language link may return to: a plain path and query
 # of printable characters, never "//host" or a backslash (which browsers read as a host).
-_RETURN_PATH = re.compile(r"^/(?![/\\])[\x21-\x7e]{0,2000}$")
+# SECURITY: \Z, not $: "$" also matches before a final newline, and "/x%0A" decoded would
+# put a line break into the Location header (aiohttp then drops the connection).
+_RETURN_PATH = re.compile(r"^/(?![/\\])[\x21-\x7e]{0,2000}\Z")
 # The request being served, for its pages' language links (set by Pages.begin).
 _REQUEST: ContextVar[web.Request | None] = ContextVar("libproxy_request", default=None)
 

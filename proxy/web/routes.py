@@ -34,6 +34,7 @@ from proxy.records.report import PROXY_VENDOR
 from proxy.sessions import SessionStore, Ticket
 from proxy.vendors import ParsedURL, Vendor, VendorMap, parse_absolute_url
 from proxy.web import i18n
+from proxy.web.forms import read_form
 from proxy.web.pages import LANGUAGE_PATH, LOGO_PATH, STATIC, THEME_PATH, Pages, redirect, sign_in_link
 from proxy.web.texts import FORM_EXPIRED, NOT_RECOGNISED
 
@@ -196,11 +197,7 @@ def _login_form(request: web.Request, url: str, vendor: Vendor | None, error: st
 
 
 async def _read_form(request: web.Request) -> Mapping[str, object]:
-    try:
-        async with asyncio.timeout(FORM_DEADLINE):
-            return await request.post()
-    except TimeoutError:
-        raise BadInput("slow-form", 408) from None
+    return await read_form(request, max_bytes=MAX_FORM_BYTES, deadline=FORM_DEADLINE)
 
 
 @routes.get("/login")
@@ -238,8 +235,6 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     app = request.app
     pages, site, store, records = app[context.PAGES], app[context.SITE], app[context.SESSIONS], app[context.RECORDS]
-    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-        raise BadInput("form-too-large", 413)
     # SECURITY: login CSRF from a proxied vendor page, which is same-site with the proxy.
     if cross_site(request, site):
         return pages.message("cross-site")
