@@ -47,6 +47,7 @@ _ENC_DASH_RUN = re.compile(r"-+")
 # percent-encoding, whitespace, control characters) is refused outright in a URL's authority.
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?$", re.S)
 _AUTHORITY_BAD = re.compile(r"[@\\%\s\x00-\x1f\x7f]")
+_URL_HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 VENDOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -218,6 +219,12 @@ def parse_absolute_url(url: str) -> ParsedURL | None:
         return None
     # SECURITY: browsers drop tabs and newlines inside URLs ("java\tscript:"); refuse them.
     if any(ch in url for ch in "\t\r\n\x00") or url != url.strip():
+        return None
+    # SECURITY: bytes that were not UTF-8 (lone surrogates after aiohttp's "surrogateescape"
+    # decoding of a header) and C0/C1 controls: refused, never encoded, guessed at or dropped. A
+    # header writer would drop them (so the URL sent would differ from the URL checked) and
+    # quote() below cannot encode them (a 500 from one byte of a browser's Referer).
+    if _URL_HOSTILE.search(url):
         return None
     match = _URL.match(url)
     if match is None:
@@ -478,6 +485,8 @@ def url_problem(url: str) -> str:
         return f"has port {port}, out of the range 1-65535"
     if url != url.strip() or any(ch in url for ch in "\t\r\n"):
         return "has spaces, tabs or line breaks"
+    if _URL_HOSTILE.search(url):
+        return "has control characters or bytes that are not UTF-8"
     return "does not name a valid host"
 
 

@@ -50,6 +50,9 @@ log = logging.getLogger("libproxy.forward")
 SMALL_BODY = 64 * 1024
 COALESCE_BODY = 16 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
+# The vendor statuses relayed: final answers only (see relay()).
+MIN_STATUS = 200
+MAX_STATUS = 599
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 
@@ -111,6 +114,13 @@ async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin
     """Send the vendor's answer on to the browser; returns it with the body bytes received and
     whether the body went through the rewriter."""
     vendor = route.vendor
+    if not MIN_STATUS <= upstream.status <= MAX_STATUS:
+        # SECURITY: a status the proxy must not pass on: "101 Switching Protocols" to a plain
+        # request (a real WebSocket upgrade goes through forward/websocket.py, never here) would
+        # hand the browser's connection to whatever the vendor sends next, and 1xx or 600+ are
+        # no final answers at all. The same 502 page as for any broken vendor reply.
+        log.warning("vendor %s answered with status %d: refused", vendor.id, upstream.status)
+        raise VendorUnreachable(vendor.id)
     if keep_cookies is not None and "Set-Cookie" in upstream.headers:
         found = _vendor_cookies(upstream, origin, request.raw_path.split("?", 1)[0], time.time())
         if found:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import quote
 
 from proxy.rewrite.hosts import RewriteTable, Target
 from proxy.vendors import Origin, parse_absolute_url
@@ -43,9 +44,17 @@ _SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 # SECURITY: characters browsers strip or reinterpret in URLs (tab, newline, backslash, controls)
 # could turn a harmless-looking relative URL into "//evil.example"; values with them are refused.
 _UNSAFE: Final = re.compile(r"[\x00-\x20\x7f\\]")
+# SECURITY: a vendor's header bytes that are not UTF-8 reach us as lone surrogates (aiohttp
+# decodes with "surrogateescape"), and aiohttp's header writer drops them when it sends the
+# response: "\xff//evil.example" would go out as "//evil.example". Surrogates and C1 controls
+# (and the C0 ones above) in a URL-bearing header are refused before any mapping. (A tab is
+# whitespace between a header's parts; map_url refuses it through _UNSAFE.)
+_HOSTILE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+# Printable ASCII: kept as it is when non-ASCII characters of a URL are percent-encoded.
+_PRINTABLE: Final = "".join(chr(c) for c in range(0x21, 0x7F))
 _REFRESH: Final = re.compile(
     r"""^\s*(?P<delay>\d+(?:\.\d*)?)\s*(?:[;,]\s*(?:url\s*=\s*)?(?P<q>['"]?)(?P<url>.*?)(?P=q)\s*)?$""",
-    re.IGNORECASE | re.DOTALL,
+    re.IGNORECASE | re.DOTALL | re.ASCII,  # ASCII: "\d" must not match other scripts' digits
 )
 _KEYWORD_SOURCES: Final = frozenset({
     "'self'", "'none'", "'unsafe-inline'", "'unsafe-eval'", "'strict-dynamic'", "'unsafe-hashes'",
@@ -90,14 +99,18 @@ class HeaderMapper:
 
         ``context_scheme`` is the scheme of the vendor response (for protocol-relative URLs).
         """
-        if not value or len(value) > 8192 or _UNSAFE.search(value):
+        # SECURITY: non-UTF-8 bytes (surrogates here) and controls would be dropped or read
+        # differently on the way to the browser, changing the URL after it was checked.
+        if not value or len(value) > 8192 or _UNSAFE.search(value) or _HOSTILE.search(value):
             return None
         if value.startswith("//"):
             value = f"{context_scheme}:{value}"
         elif _SCHEME.match(value) is None:
             # A relative reference ("/path", "page", "?q", "#f"): it resolves against the proxied
             # URL in the browser. "//" was handled above and "\" refused, so it cannot escape.
-            return value
+            # SECURITY: what remains non-ASCII (well-formed UTF-8 text) is percent-encoded, as a
+            # browser would, so the header goes out in ASCII exactly as it was checked.
+            return value if value.isascii() else quote(value, safe=_PRINTABLE)
         parsed = parse_absolute_url(value)
         if parsed is None:
             return None  # SECURITY: javascript:, data:, ftp:, userinfo, odd hosts: never emitted
@@ -106,7 +119,8 @@ class HeaderMapper:
         if target is None:
             # A vendor echoing back a proxied URL it was given (a "return to" parameter the
             # browser sent in proxy terms) already points where it should.
-            return value if self._in_proxy_space(parsed.origin) else None
+            # SECURITY: re-serialised (host normalised, path percent-encoded), so only ASCII goes out.
+            return f"{parsed.origin}{parsed.rest}" if self._in_proxy_space(parsed.origin) else None
         return f"{target.scheme}://{target.netloc}{parsed.rest}"
 
     def _in_proxy_space(self, origin: Origin) -> bool:
@@ -132,6 +146,9 @@ class HeaderMapper:
 
     def refresh(self, value: str, context_scheme: str = "https") -> str | None:
         """``Refresh: 5; url=...``: the URL mapped like ``location``; None means drop the header."""
+        # SECURITY: a byte that is not UTF-8, or a control, anywhere in the value: drop it whole.
+        if _HOSTILE.search(value):
+            return None
         match = _REFRESH.match(value)
         if match is None:
             return None
@@ -144,6 +161,10 @@ class HeaderMapper:
 
     def link(self, value: str, context_scheme: str = "https") -> str | None:
         """``Link``: every ``<url>`` mapped; link-values that would leave the proxy are dropped."""
+        # SECURITY: a byte that is not UTF-8, or a control, anywhere in the value: drop it whole
+        # (aiohttp would drop the byte on the way out, and what is left was never checked).
+        if _HOSTILE.search(value):
+            return None
         kept: list[str] = []
         for item in _split_links(value):
             if not item.startswith("<") or ">" not in item:
@@ -175,6 +196,10 @@ class HeaderMapper:
         is removed, and a source list left empty becomes ``'none'`` (fail closed).
         ``upgrade-insecure-requests`` is removed when the proxy itself is plain http.
         """
+        # SECURITY: aiohttp drops a surrogate (a byte that was not UTF-8) when it sends a header,
+        # so "report-\udcffuri" would go out as the "report-uri" removed below: drop it whole.
+        if _HOSTILE.search(value):
+            return None
         policies: list[str] = []
         for policy in value.split(","):
             directives: list[str] = []
