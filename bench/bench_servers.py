@@ -10,6 +10,10 @@ of the rounds is reported. CPU per request is the user+system time of the server
 processes (all workers) divided by the requests wrk counted. Everything is on 127.0.0.1. The
 proxy cases use a signed-in session (a real sign-in through the form) on the memory store, or on
 a redis-server started here for several workers (the memory store is refused with more than one).
+
+Two floors help read the pass-through (``bench/servers.py``): "minimal-client floor" is the same
+aiohttp server with a client of a few lines instead of aiohttp's, and "aiohttp server alone"
+answers the 1 KiB itself, with no second exchange.
 """
 
 from __future__ import annotations
@@ -208,6 +212,13 @@ connections_per_host = 256
     port = free_port()
     cases["aiohttp pass-through"] = ([sys.executable, "bench/servers.py", "passthrough", str(port),
                                       str(vendor_port)], {}, port, False)
+    port = free_port()
+    # Floors, to read the pass-through by: the same server with a client of a few lines (how much
+    # of it is aiohttp's client), and the vendor's answer made by aiohttp itself (no second exchange).
+    cases["minimal-client floor"] = ([sys.executable, "bench/servers.py", "minimal", str(port), str(vendor_port)],
+                                     {}, port, False)
+    port = free_port()
+    cases["aiohttp server alone"] = ([sys.executable, "bench/servers.py", "vendor", str(port)], {}, port, False)
     port = free_port()
     cases["nginx"] = (["nginx", "-c", str(nginx_conf(tmp, "front", f"""
         upstream vendor {{ server 127.0.0.1:{vendor_port}; keepalive 64; }}

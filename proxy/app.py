@@ -29,10 +29,11 @@ from proxy.assertion import AssertionMinter, KeyRing
 from proxy.config import Config, library_share, operator_addresses
 from proxy.config import warnings as config_warnings
 from proxy.errors import BadInput, DirectoryUnavailable, StoreUnavailable, UpstreamError
-from proxy.forward.client import make_client
+from proxy.forward.client import EgressResolver, make_client
 from proxy.forward.handler import MAX_FORM, Assertion, BodyRules, Forwarder
 from proxy.forward.limits import Slots
 from proxy.forward.route import Routes, VendorRoute
+from proxy.forward.upstream import LeanClient
 from proxy.membership import Membership
 from proxy.metrics import METRICS, MeasuredSlots, Metrics, MetricsObserver, measured
 from proxy.migration import old_link
@@ -374,7 +375,10 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         authenticator = make_authenticator(config, secret)
         await authenticator.start()
         store = make_store(config.sessions)
-        client = make_client(config.upstream)
+        resolver = EgressResolver(config.upstream.hosts)
+        client = make_client(config.upstream, resolver)
+        lean = LeanClient(resolver, connect_timeout=config.upstream.connect_timeout,
+                          read_timeout=config.upstream.read_timeout, idle_per_host=config.upstream.limit_per_host)
         records = Records(config.records)
         records.retention.add("sessions", store.purge)
         await records.start()
@@ -409,6 +413,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             per_client=Slots(config.upstream.per_client, config.upstream.queue_wait),
             per_library=Slots(library_share(config.upstream), config.upstream.queue_wait),
             per_host=MeasuredSlots(config.upstream.limit_per_host, config.upstream.queue_wait, app[METRICS], app),
+            lean=lean,
         )
         for warning in config_warnings(config):
             log.warning("%s", warning)
@@ -426,6 +431,7 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
             await records.close()
             await shared.close()
             await needed.close()
+            await lean.close()
             await client.close()
             await store.close()
             await authenticator.close()

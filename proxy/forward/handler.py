@@ -29,6 +29,7 @@ from proxy.forward.hooks import Answers, Exchange, Observer
 from proxy.forward.limits import Slots
 from proxy.forward.relay import KeepCookies, relay
 from proxy.forward.route import Routes, VendorRoute
+from proxy.forward.upstream import LEAN_METHODS, Answer, LeanClient
 from proxy.forward.websocket import is_websocket, proxy_websocket
 from proxy.rewrite import if_none_match_to_vendor, rewrite_body
 from proxy.sessions import Cookie, Session, SessionStore
@@ -109,7 +110,7 @@ STATIC_TYPES = frozenset({
 })
 
 
-def _static_asset(upstream: aiohttp.ClientResponse) -> bool:
+def _static_asset(upstream: Answer) -> bool:
     """A successful answer with a font, stylesheet, script or image."""
     if upstream.status not in (200, 203, 204, 206, 304):
         return False
@@ -148,8 +149,12 @@ class Forwarder:
 
     def __init__(self, *, client: aiohttp.ClientSession, store: SessionStore, assertion: Assertion,
                  answers: Answers, observers: Sequence[Observer], bodies: BodyRules, max_body: int,
-                 per_client: Slots, per_host: Slots, per_library: Slots | None = None) -> None:
+                 per_client: Slots, per_host: Slots, per_library: Slots | None = None,
+                 lean: LeanClient | None = None) -> None:
         self.client = client
+        # GET and HEAD without a body (nearly every request) go through the lean client when
+        # there is one; uploads and every other method through aiohttp's (see upstream.py).
+        self.lean = lean
         self.store = store
         self.assertion = assertion
         self.answers = answers
@@ -237,10 +242,15 @@ class Forwarder:
         except (UploadTooLarge, BodyTooSlow) as refused:
             return self._refuse_body(refused)
         try:
-            upstream = await self.client.request(
-                request.method, URL(f"{origin}{raw_path}", encoded=True), headers=headers, data=data,
-                allow_redirects=False,
-            )
+            upstream: Answer
+            lean = self.lean
+            if lean is not None and data is None and request.method in LEAN_METHODS:
+                upstream = await lean.request(request.method, origin, raw_path, headers)
+            else:
+                upstream = await self.client.request(
+                    request.method, URL(f"{origin}{raw_path}", encoded=True), headers=headers, data=data,
+                    allow_redirects=False,
+                )
         except (UploadTooLarge, BodyTooSlow) as refused:
             return self._refuse_body(refused)
         except (TimeoutError, aiohttp.ServerTimeoutError):

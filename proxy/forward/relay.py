@@ -31,6 +31,7 @@ from proxy.errors import UpstreamError, VendorUnreachable
 from proxy.forward.headers import response_headers
 from proxy.forward.hooks import Answers
 from proxy.forward.route import Routes, VendorRoute
+from proxy.forward.upstream import Answer
 from proxy.rewrite import (
     REFERRER_POLICY,
     BodyRewriter,
@@ -65,7 +66,7 @@ OnResponse = Callable[[web.StreamResponse], None] | None
 KeepCookies = Callable[[list[Cookie]], Awaitable[None]] | None
 
 
-def _vendor_cookies(upstream: aiohttp.ClientResponse, origin: Origin, path: str, now: float) -> list[Cookie]:
+def _vendor_cookies(upstream: Answer, origin: Origin, path: str, now: float) -> list[Cookie]:
     found = []
     for value in upstream.headers.getall("Set-Cookie", ()):
         cookie = parse_set_cookie(value, origin.host, path, now)
@@ -74,7 +75,7 @@ def _vendor_cookies(upstream: aiohttp.ClientResponse, origin: Origin, path: str,
     return found
 
 
-def _map_headers(routes: Routes, origin: Origin, upstream: aiohttp.ClientResponse
+def _map_headers(routes: Routes, origin: Origin, upstream: Answer
                  ) -> tuple[CIMultiDict[str], str | None]:
     """Response headers for the browser, and the Location that leaves the proxy, if any."""
     out: CIMultiDict[str] = CIMultiDict(response_headers(upstream.headers.items()))
@@ -109,7 +110,7 @@ def _map_headers(routes: Routes, origin: Origin, upstream: aiohttp.ClientRespons
 
 
 async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin: Origin,
-                upstream: aiohttp.ClientResponse, answers: Answers, max_body: int, keep_cookies: KeepCookies,
+                upstream: Answer, answers: Answers, max_body: int, keep_cookies: KeepCookies,
                 on_response: OnResponse) -> tuple[web.StreamResponse, int, bool]:
     """Send the vendor's answer on to the browser; returns it with the body bytes received and
     whether the body went through the rewriter."""
@@ -167,7 +168,7 @@ async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin
     return sent, received, False
 
 
-async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohttp.ClientResponse,
+async def _passed_through(request: web.Request, vendor: Vendor, upstream: Answer,
                           out: CIMultiDict[str], length: int | None, on_response: OnResponse
                           ) -> tuple[web.StreamResponse, int]:
     if length is not None and length <= SMALL_BODY:
@@ -193,7 +194,7 @@ async def _passed_through(request: web.Request, vendor: Vendor, upstream: aiohtt
 
 
 async def _rewritten(request: web.Request, routes: Routes, route: VendorRoute, origin: Origin,
-                     upstream: aiohttp.ClientResponse, out: CIMultiDict[str], length: int | None, max_body: int,
+                     upstream: Answer, out: CIMultiDict[str], length: int | None, max_body: int,
                      on_response: OnResponse) -> tuple[web.StreamResponse, int]:
     vendor = route.vendor
     matcher = routes.rewrite.to_proxy(origin.scheme)
@@ -291,7 +292,7 @@ async def _rewritten(request: web.Request, routes: Routes, route: VendorRoute, o
     return response, received
 
 
-async def _send_whole(request: web.Request, upstream: aiohttp.ClientResponse, out: CIMultiDict[str], body: bytes,
+async def _send_whole(request: web.Request, upstream: Answer, out: CIMultiDict[str], body: bytes,
                       on_response: OnResponse) -> web.StreamResponse:
     """Send a body known in full, with its Content-Length."""
     if len(body) <= COALESCE_BODY:
@@ -318,7 +319,7 @@ def _mentions_a_host(routes: Routes, body: bytes) -> bool:
     return any(anchor in low for anchor in routes.rewrite.forward_anchors)
 
 
-async def _read(upstream: aiohttp.ClientResponse, vendor: Vendor) -> bytes:
+async def _read(upstream: Answer, vendor: Vendor) -> bytes:
     try:
         return await upstream.read()
     except (TimeoutError, aiohttp.ClientError):
