@@ -291,3 +291,15 @@ async def test_https_vendors_are_verified(tmp_path: Path) -> None:
         await lean.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_header_bytes_leave_exactly_as_they_came() -> None:
+    """A value the listener decoded with surrogates (bytes that are not UTF-8) is written back
+    as the same bytes; a surrogate no decoding could have made is refused, not a crash."""
+    lean = client()
+    async with scripted(ok()) as vendor:
+        assert (await get(lean, vendor, headers={"X-Raw": "caf\xe9 \udcff"}))[0] == 200
+        assert b"X-Raw: caf\xc3\xa9 \xff\r\n" in vendor.requests[0]
+        with pytest.raises(UnsafeRequest):
+            await get(lean, vendor, headers={"X-Raw": "\ud800"})
+    await lean.close()
