@@ -308,3 +308,18 @@ async def test_statuses_200_to_599_are_relayed(world: World, status: int) -> Non
     reply = await world.fetch("/fine")
     assert reply.status == status
     assert reply.body == b"ok"
+
+
+@pytest.mark.parametrize("type_header", [b"", b"Content-Type: text/h\xfftml\r\n", b"Content-Type: nonsense\r\n",
+                                         b"Content-Type: \r\n"])
+async def test_an_answer_of_no_readable_type_gets_the_proxy_policy(world: World, type_header: bytes) -> None:
+    """A browser may sniff such an answer and show it as a page (not rewritten): the proxy's
+    policy keeps that page from loading anything from the vendor's own hosts."""
+    page = b"<html><script src='http://127.0.0.1:9/x.js'></script></html>"
+    world.vendor.answers["/sniffed"] = (b"HTTP/1.1 200 OK\r\n" + type_header + b"Content-Length: %d\r\n"
+                                        b"Connection: close\r\n\r\n" % len(page) + page)
+    reply = await world.fetch("/sniffed")
+    assert reply.status == 200 and reply.all(b"Content-Security-Policy"), reply
+    # A readable type that is no document gets none (a control: the check is not "always").
+    world.vendor.answers["/plain"] = answer(b"HTTP/1.1 200 OK")
+    assert (await world.fetch("/plain")).all(b"Content-Security-Policy") == []

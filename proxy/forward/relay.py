@@ -20,6 +20,7 @@ proxy's own hosts, so a link the rewriter missed fails in the browser instead of
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -55,6 +56,9 @@ NO_BODY_STATUSES = frozenset({204, 304})
 MIN_STATUS = 200
 MAX_STATUS = 599
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 
 def _is_document(mtype: str) -> bool:
@@ -134,8 +138,12 @@ async def relay(request: web.Request, routes: Routes, route: VendorRoute, origin
         return page, 0, False
 
     content_type = upstream.headers.get("Content-Type")
-    if content_type is not None and _is_document(media_type(content_type)[0]):
+    mtype = media_type(content_type)[0]
+    if content_type is None or _is_document(mtype) or not _MEDIA_TYPE.fullmatch(mtype):
         # Added beside the vendor's own policy: browsers enforce both, so this only narrows.
+        # SECURITY: an answer with no type, or one that cannot be read ("text/h\xfftml"), is not
+        # rewritten, and a browser may sniff it and show it as a page: the policy keeps such a
+        # page from loading anything from the vendor's own hosts (the patron's address to them).
         out.add("Content-Security-Policy", routes.proxy_policy)
     has_body = request.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
     rewrite = vendor.rewrite and upstream.status != 206 and content_type is not None and is_rewritable(content_type)
