@@ -40,16 +40,16 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_LABEL = 63
 
 _SPLIT = re.compile(r"(?<!-)---(?!-)")
-_SUFFIX = re.compile(r"^(a?)(?:h(\d*)|s(\d+))?$")
-_HOST_PART = re.compile(r"^[a-z0-9-]+$")
+_SUFFIX = re.compile(r"^(a?)(?:h(\d*)|s(\d+))?\Z")
+_HOST_PART = re.compile(r"^[a-z0-9-]+\Z")
 _ENC_DASH_RUN = re.compile(r"-+")
 # SECURITY: anything that could make layers disagree about the host (userinfo, backslashes,
 # percent-encoding, whitespace, control characters) is refused outright in a URL's authority.
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?$", re.S)
 _AUTHORITY_BAD = re.compile(r"[@\\%\s\x00-\x1f\x7f]")
 _URL_HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-VENDOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+VENDOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
 
 
 # ----------------------------------------------------------------------------------------------
