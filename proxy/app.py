@@ -49,6 +49,7 @@ from proxy.shared import SHARED, load_secret, open_shared
 from proxy.vendors import Origin, Vendor, VendorMap, parse_absolute_url
 from proxy.web import routes as web_routes
 from proxy.web.admin import start_admin
+from proxy.web.forms import expect_within
 from proxy.web.pages import Pages, redirect, sign_in_link
 from proxy.web.routes import CSP_REPORT_PATH
 
@@ -290,21 +291,9 @@ async def _load_session(request: web.Request, app: web.Application, library: fro
     return session
 
 
-async def _expect_continue(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue``: invite the body only when the proxy would take it.
-
-    SECURITY: aiohttp's default answers "100 Continue" before any check, inviting a body the
-    proxy then refuses (too large): the client sends it anyway and holds the connection."""
-    if request.headers.get("Expect", "").lower() != "100-continue":
-        return web.Response(status=417, headers={"Connection": "close"})
-    length = request.content_length
-    if length is not None and length > request.app[context.CONFIG].proxy.max_upload:
-        refused = request.app[context.PAGES].message("upload-too-large")
-        refused.force_close()
-        return refused
-    if request.writer is not None and request.version >= HttpVersion11:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    return None
+# Uploads to vendors: invited only within [proxy] max_upload.
+_expect_continue = expect_within(lambda request: request.app[context.CONFIG].proxy.max_upload,
+                                 lambda request: request.app[context.PAGES].message("upload-too-large"))
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

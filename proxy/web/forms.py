@@ -12,10 +12,11 @@ read under a size cap and a deadline whatever its framing, and anything malforme
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from aiohttp.http import HttpProcessingError
+from aiohttp.http import HttpProcessingError, HttpVersion11
 from multidict import MultiDict, MultiDictProxy
 
 from proxy.errors import BadInput
@@ -74,3 +75,29 @@ def _charset(params: str) -> str | None:
         if name.strip().lower() == "charset":
             return value.strip().strip('"').lower()
     return None
+
+
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
+def expect_within(limit: Callable[[web.Request], int], refusal: Callable[[web.Request], web.StreamResponse]
+                  ) -> ExpectHandler:
+    """An ``Expect: 100-continue`` handler that invites the body only when its announced length
+    is within ``limit(request)``, and otherwise answers ``refusal(request)`` (connection closed).
+
+    SECURITY: aiohttp's default answers "100 Continue" before any check, inviting a body that is
+    then refused (too large): the client sends it anyway and holds the connection."""
+
+    async def handler(request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417, headers={"Connection": "close"})
+        length = request.content_length
+        if length is not None and length > limit(request):
+            refused = refusal(request)
+            refused.force_close()
+            return refused
+        if request.writer is not None and request.version >= HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    return handler

@@ -34,7 +34,7 @@ from proxy.records.report import PROXY_VENDOR
 from proxy.sessions import SessionStore, Ticket
 from proxy.vendors import ParsedURL, Vendor, VendorMap, parse_absolute_url
 from proxy.web import i18n
-from proxy.web.forms import read_form
+from proxy.web.forms import expect_within, read_form
 from proxy.web.pages import LANGUAGE_PATH, LOGO_PATH, STATIC, THEME_PATH, Pages, redirect, sign_in_link
 from proxy.web.texts import FORM_EXPIRED, NOT_RECOGNISED
 
@@ -231,7 +231,12 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return _login_form(request, url or "", vendor)
 
 
-@routes.post("/login")
+# The sign-in and sign-out forms: a body is invited only within their own cap.
+_expect_form = expect_within(lambda request: MAX_FORM_BYTES,
+                             lambda request: request.app[context.PAGES].message("form-too-large"))
+
+
+@routes.post("/login", expect_handler=_expect_form)
 async def login_submit(request: web.Request) -> web.StreamResponse:
     app = request.app
     pages, site, store, records = app[context.PAGES], app[context.SITE], app[context.SESSIONS], app[context.RECORDS]
@@ -317,7 +322,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@routes.post("/logout")
+@routes.post("/logout", expect_handler=_expect_form)
 async def logout(request: web.Request) -> web.StreamResponse:
     app = request.app
     pages, site, store = app[context.PAGES], app[context.SITE], app[context.SESSIONS]

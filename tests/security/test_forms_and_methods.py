@@ -118,3 +118,18 @@ async def test_malformed_staff_forms_are_refused_plainly(tmp_path: Path, echo: E
         finally:
             await it.close()
     _no_unexpected(caplog)
+
+
+async def test_a_sign_in_form_announced_too_large_is_not_invited(world: World) -> None:
+    """``Expect: 100-continue`` with a length past the form's 16 KiB: refused at once, never
+    "100 Continue" (the client would send the body anyway and hold the connection)."""
+    head = world.request_head("POST", "/login", "Content-Type: application/x-www-form-urlencoded",
+                              "Expect: 100-continue", "Content-Length: 99999999999", host=PROXY_HOST, cookie=False)
+    reply = await world.raw(head + b"\r\n", wait=10)
+    assert reply.status == 413 and b"100 Continue" not in reply.data, reply.data[:300]
+    # Within the cap the body is invited as usual.
+    head = world.request_head("POST", "/login", "Content-Type: application/x-www-form-urlencoded",
+                              "Expect: 100-continue", "Content-Length: 10", "Connection: close",
+                              host=PROXY_HOST, cookie=False)
+    reply = await world.raw(head + b"\r\n", wait=2)
+    assert reply.data.startswith(b"HTTP/1.1 100 Continue"), reply.data[:300]
