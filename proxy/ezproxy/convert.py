@@ -36,10 +36,24 @@ from proxy.ezproxy.urls import (
 from proxy.vendors import Origin, parse_absolute_url
 
 MAX_FIND = 4096  # the proxy's limit on a find text (config.py)
+# SECURITY: the widest AutoLoginIP/ExcludeIP range carried into a library network, as host bits
+# per IP version: a /8 for IPv4 (a large campus), a /32 for IPv6 (a whole ISP allocation).
+MAX_NETWORK_BITS = {4: 24, 6: 96}
+# AnonymousURL rules in force at once (until "AnonymousURL -*"); real stanzas have a handful.
+MAX_ANON_IN_FORCE = 64
 _ID_CHARS = re.compile(r"[^a-z0-9]+")
 _TITLE_NOISE = re.compile(r"\s*\((?:updated|added|revised|new|rev\.?)\b[^)]*\)\s*$", re.IGNORECASE)
+# Version notes with a date, as OCLC and vendors write them at the end of a Title: "(20250331)",
+# "(OCLC IncludeFile updated 20210805)", "(vendor update 20231107)", "Updated 20220728)".
+_TITLE_DATE_NOTE = re.compile(
+    r"\s*(\(\s*)?((?:oclc|includefile|stanza|vendor|last|updated?|added|revised|created|rev\.?)\s+)*"
+    r"(?:19|20)\d\d-?[01]\d-?[0-3]\d\s*(\))?\s*$", re.IGNORECASE)
 _GROUP_CHARS = re.compile(r"[^a-z0-9_-]+")
-_LOG_PERSONAL = re.compile(r"%(?:\{[^}]*\})?[uh]")
+# LogFormat fields about the patron: %u (user), %h (client address), and request headers that
+# carry a session, an address, a cookie, credentials or the page the patron came from.
+_LOG_PERSONAL = re.compile(
+    r"%(?:\{[^}]*\})?[uh]"
+    r"|%\{(?i:ezproxy-[^}]*|x-forwarded-for|forwarded|x-real-ip|cookie|authorization|referer)\}i")
 # EZproxy expression variables about the patron (login:user, session:user, user:..., the client IP).
 _PERSONAL_EXPRESSION = re.compile(r"\b(?:login|session|user|auth|ip|client)\w*:", re.IGNORECASE)
 _REWRITTEN_MIME = ("text/", "application/json", "application/javascript", "application/x-javascript",
@@ -78,6 +92,8 @@ class Stanza:
     anonymous_paths: list[str] = field(default_factory=list)
     dropped: str = ""  # why the stanza is not written, when it is not
     source_title: str = ""  # the Title line as written, with OCLC's "(updated ...)" version note
+    _known: set[Origin] = field(default_factory=set, repr=False)  # add_origins' view of ``origins``
+    _known_list: list[Origin] | None = field(default=None, repr=False)
 
     @property
     def where(self) -> tuple[str, int]:
@@ -89,22 +105,32 @@ class Stanza:
         return parsed.origin if parsed else None
 
     def add_origins(self, origins: tuple[Origin, ...]) -> None:
-        known = set(self.origins)
-        self.origins.extend(o for o in dict.fromkeys(origins) if o not in known)
+        # The set of origins is kept between calls (a stanza can list thousands of hosts), and
+        # rebuilt only when ``origins`` was replaced or changed elsewhere.
+        if self._known_list is not self.origins or len(self._known) != len(self.origins):
+            self._known, self._known_list = set(self.origins), self.origins
+        for origin in origins:
+            if origin not in self._known:
+                self._known.add(origin)
+                self.origins.append(origin)
 
 
-def derive_id(title: str, taken: set[str]) -> str:
+def derive_id(title: str, taken: set[str], next_suffix: dict[str, int] | None = None) -> str:
     """A vendor id from a title: ASCII-folded, lower-case, dashes, at most 40 characters,
-    unique among ``taken`` by a numeric suffix. Deterministic for a given input order."""
+    unique among ``taken`` by a numeric suffix. Deterministic for a given input order.
+    ``next_suffix`` remembers, per base, where to resume counting (a thousand stanzas with the
+    same title would otherwise try 2, 3, ... again for each)."""
     folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
     base = _ID_CHARS.sub("-", folded).strip("-") or "vendor"
     if len(base) > 40:
         base = base[:40].rsplit("-", 1)[0] if "-" in base[:40] else base[:40]
-    candidate, n = base, 2
+    candidate, n = base, 2 if next_suffix is None else next_suffix.get(base, 2)
     while candidate in taken:
         suffix = f"-{n}"
         candidate = base[: 40 - len(suffix)].rstrip("-") + suffix
         n += 1
+    if next_suffix is not None:
+        next_suffix[base] = n
     taken.add(candidate)
     return candidate
 
@@ -116,7 +142,11 @@ def clean_title(raw: str) -> tuple[str, bool]:
     while words and words[0].lower() in ("-hide", "-hidden"):
         hidden = True
         words.pop(0)
-    return _TITLE_NOISE.sub("", " ".join(words)).strip(), hidden
+    title = _TITLE_NOISE.sub("", " ".join(words)).strip()
+    note = _TITLE_DATE_NOTE.search(title)
+    if note and note.start() > 0 and (note.group(1) or note.group(2) or note.group(3)):
+        title = title[: note.start()].strip()
+    return title, hidden
 
 
 def map_group(name: str, default_groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -135,6 +165,7 @@ class Replay:
         self.findings: list[Finding] = []
         self.stanzas: list[Stanza] = []
         self.ids: set[str] = set()
+        self.id_next: dict[str, int] = {}
         self.current: Stanza | None = None
         self.pending_find: Directive | None = None
         # Position-dependent state: what a stanza started now would take.
@@ -146,6 +177,7 @@ class Replay:
         self.exclude_lines: list[Directive] = []
         self.never_proxy: list[Directive] = []
         self.anon_rules_all: list[AnonRule] = []
+        self.anon_refused: set[AnonRule] = set()  # over MAX_ANON_IN_FORCE: reported when read
         self.anon_used: set[AnonRule] = set()
         self.anon_reported: set[tuple[AnonRule, str]] = set()
         self.stanza_at_network: dict[int, int] = {}  # id(directive) -> stanzas before it
@@ -178,7 +210,8 @@ class Replay:
             kind, reason = FIXED[d.name]
             self.fixed(d, kind, reason)
         else:
-            self.add(Kind.NO_EQUIVALENT, d, "is not an EZproxy directive this importer knows: not carried over")
+            self.add(Kind.NO_EQUIVALENT, d, f"{d.raw_name!r} is not an EZproxy directive this importer knows: not "
+                     "carried over")
 
     def fixed(self, d: Directive, kind: Kind, reason: str) -> None:
         if kind is Kind.PRIVACY:
@@ -192,7 +225,7 @@ class Replay:
 
     def start_stanza(self, title: str, d: Directive) -> Stanza:
         stanza = Stanza(
-            id=derive_id(title, self.ids), title=title, file=d.file, line=d.line, groups=self.groups,
+            id=derive_id(title, self.ids, self.id_next), title=title, file=d.file, line=d.line, groups=self.groups,
             cookie_passthrough=self.cookie_passthrough, anonymous_rules=tuple(self.anon),
             excluded=self.excluded, autologin=_union(r for r, _, _ in self.autologin),
         )
@@ -276,7 +309,8 @@ class Replay:
             return
         self.check_templates(d, d.args)
         if d.args.startswith("*.") and "/" not in d.args:
-            self.add(Kind.NOTE, d, f"a wildcard host: carried over as the domain {d.args[2:]!r}")
+            if domain_of(d.args)[0]:
+                self.add(Kind.NOTE, d, f"a wildcard host: carried over as the domain {d.args[2:]!r}")
             self.domain(d)
             return
         origins, problem = origins_of(d.args)
@@ -348,20 +382,32 @@ class Replay:
         self.add(Kind.NOTE, d, f"databases after this line are licensed to groups {', '.join(self.groups)}: "
                  "patrons need these groups from the directory")
 
-    def ip_range(self, d: Directive) -> RangeSet | None:
+    def ip_range(self, d: Directive, opens: bool = False) -> RangeSet | None:
+        """The range of an address line. ``opens``: it becomes a library network (machines there
+        read vendors without signing in), so a range wider than MAX_NETWORK_BITS is refused."""
         found = parse_range(d.args)
         if found is None:
             self.add(Kind.ERROR, d, f"{d.args!r} is not an address, a range first-last, or a CIDR network: ignored")
+            return None
+        for version, first, last in found.intervals:
+            bits = MAX_NETWORK_BITS[version]
+            if opens and last - first + 1 > 1 << bits:
+                # SECURITY: "AutoLoginIP 0.0.0.0-255.255.255.255" would open every vendor to the internet.
+                prefix = (32 if version == 4 else 128) - bits
+                self.add(Kind.ERROR, d, f"{d.args.strip()!r} is wider than a /{prefix} (IPv{version}): a library "
+                         "network that large would let much of the internet read vendors without signing in; "
+                         "ignored. List the library's own ranges")
+                return None
         return found
 
     def autologin_ip(self, d: Directive) -> None:
-        found = self.ip_range(d)
+        found = self.ip_range(d, opens=True)
         if found is not None:
             self.autologin.append((found, self.groups, d))
             self.stanza_at_network[id(d)] = len(self.stanzas)
 
     def exclude_ip(self, d: Directive) -> None:
-        found = self.ip_range(d)
+        found = self.ip_range(d, opens=True)
         if found is not None:
             self.excluded = self.excluded.union(found)
             self.exclude_lines.append(d)
@@ -392,8 +438,16 @@ class Replay:
             if same:
                 self.anon = [r for r in self.anon if r not in same]
                 return
-        self.anon.append(rule)
         self.anon_rules_all.append(rule)
+        if len(self.anon) >= MAX_ANON_IN_FORCE:
+            # Rules stay in force until "AnonymousURL -*"; without it every later stanza would
+            # carry all of them (thousands of stanzas x thousands of rules). Fail closed.
+            self.add(Kind.NO_EQUIVALENT, d, f"more than {MAX_ANON_IN_FORCE} AnonymousURL rules are in force with no "
+                     "AnonymousURL -* between them (OCLC's stanzas end with it): not carried over; those requests "
+                     "need sign-in")
+            self.anon_refused.add(rule)
+            return
+        self.anon.append(rule)
 
     def never_proxy_line(self, d: Directive) -> None:
         self.never_proxy.append(d)
@@ -437,8 +491,9 @@ class Replay:
     def log_format(self, d: Directive) -> None:
         personal = _LOG_PERSONAL.findall(d.args)
         if personal:
-            self.add(Kind.PRIVACY, d, f"logs {', '.join(sorted(set(personal)))} (user name / client address): not "
-                     "carried over; the proxy's logs never hold a patron, an address, a path or a query")
+            self.add(Kind.PRIVACY, d, f"logs {', '.join(sorted(set(personal)))} (user name, client address, "
+                     "session or other patron data): not carried over; the proxy's logs never hold a patron, an "
+                     "address, a path or a query")
         else:
             self.add(Kind.DEFAULT, d, "the proxy keeps no per-request log; usage is counted per vendor and day")
 
@@ -473,7 +528,8 @@ class Replay:
             kind, reason = FIXED[d.name]
             self.fixed(d, kind, reason)
         else:
-            self.add(Kind.NO_EQUIVALENT, d, "is not an EZproxy option this importer knows: not carried over")
+            self.add(Kind.NO_EQUIVALENT, d, f"{d.name.split(' ', 1)[1]!r} is not an EZproxy option this importer "
+                     "knows: not carried over")
 
 
 def _union(sets: Iterable[RangeSet]) -> RangeSet:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ MAX_DEPTH = 16  # IncludeFile nesting; real configurations use one or two levels
 MAX_FILE_BYTES = 16 * 1024 * 1024  # SECURITY: a config.txt is kilobytes; refuse to slurp a disk image
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NAME = re.compile(r"^(\S+)\s*(.*)$", re.S)
+# Byte-order marks and zero-width spaces (with blanks between them) at the start of a line.
+_INVISIBLE = re.compile(r"^[\s\ufeff\u200b]*[\ufeff\u200b][\s\ufeff\u200b]*")
 # Directives whose argument is one URL or host: a wrapped line is glued without a blank.
 _GLUE_TIGHT = frozenset({"URL", "Host", "HostJavaScript", "Domain", "DomainJavaScript", "AnonymousURL", "NeverProxy"})
 
@@ -77,17 +80,42 @@ def read_files(paths: list[str]) -> Parsed:
 
 
 def _unreadable(path: Path) -> str | None:
-    if not path.exists():
-        return "no such file"
-    if path.is_dir():
-        return "is a directory (name the config.txt or stanza files in it)"
+    """Why ``path`` cannot be read as a configuration file, or None. Only regular files are
+    read: a device (``/dev/zero``) or a FIFO reports no size and would never end, so they are
+    refused without being opened."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+    except FileNotFoundError:
+        return "no such file"
     except OSError as exc:
         return f"cannot read: {exc.strerror}"
-    if size > MAX_FILE_BYTES:
-        return f"is {size} bytes; an EZproxy configuration is far smaller (limit {MAX_FILE_BYTES})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory (name the config.txt or stanza files in it)"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device, FIFO or socket): refused"
+    if info.st_size > MAX_FILE_BYTES:
+        return f"is {info.st_size} bytes; an EZproxy configuration is far smaller (limit {MAX_FILE_BYTES})"
     return None
+
+
+def _read_bytes(path: Path, display: str) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES. Opened without blocking and checked again once
+    open (the file may have been swapped for a FIFO or device since ``_unreadable``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImportFailure(f"{display}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ImportFailure(f"{display}: is not a regular file (a device, FIFO or socket): refused")
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImportFailure(f"{display}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImportFailure(f"{display}: is more than {MAX_FILE_BYTES} bytes; an EZproxy configuration is far "
+                            "smaller: refused")
+    return data
 
 
 def _decode(data: bytes, display: str, parsed: Parsed) -> str | None:
@@ -114,23 +142,20 @@ def _decode(data: bytes, display: str, parsed: Parsed) -> str | None:
 
 def _read(path: Path, display: str, parsed: Parsed, stack: tuple[Path, ...]) -> None:
     resolved = path.resolve()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImportFailure(f"{display}: cannot read: {exc.strerror}") from None
+    data = _read_bytes(path, display)
     text = _decode(data, display, parsed)
     parsed.files.append(display)
     if text is None:
         parsed.findings.append(Finding(Kind.ERROR, display, 0, "(file)", "is not a text file (it contains NUL bytes)"))
         return
-    before = len(parsed.directives)
+    before, findings_before = len(parsed.directives), len(parsed.findings)
     for directive in _directives(text, display, parsed):
         if directive.name == "IncludeFile":
             _include(directive, resolved, parsed, (*stack, resolved))
         else:
             parsed.directives.append(directive)
     if len(parsed.directives) == before and not any(
-        f.file == display and f.kind is Kind.ERROR for f in parsed.findings
+        f.file == display and f.kind is Kind.ERROR for f in parsed.findings[findings_before:]
     ):
         parsed.comment_only.add(display)
 
@@ -185,6 +210,16 @@ def _windows_name(base: Path, name: str) -> Path | None:
 def _directives(text: str, display: str, parsed: Parsed) -> list[Directive]:
     out: list[Directive] = []
     for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        invisible = _INVISIBLE.match(raw)
+        if invisible:
+            # Files joined with `cat *.txt > config.txt` keep each file's byte-order mark mid-file.
+            raw = raw[invisible.end():]
+            if raw.strip():
+                parsed.findings.append(Finding(
+                    Kind.NOTE, display, number, "(file)",
+                    f"invisible {', '.join(sorted({f'U+{ord(c):04X}' for c in invisible.group()}))} before the "
+                    "line (a byte-order mark or zero-width space, often left by joining files): ignored",
+                ))
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

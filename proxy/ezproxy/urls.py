@@ -9,6 +9,7 @@ string: an import fails closed (a host is left out, a path keeps needing sign-in
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,36 @@ _TEMPLATE = re.compile(r"\^(.)", re.S)
 _HOST_MARKER = re.compile(r"\^[PpSs]([^\^\s]*)\^")
 _PLACEHOLDER = re.compile(r"x{3,}|your|\{|\}|\[|\]|<|>", re.IGNORECASE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://", re.S)
+
+# SECURITY: common multi-label public suffixes, refused as Domain lines like a top-level domain
+# (``D co.uk`` would make every British company a vendor host and send the membership assertion
+# to each). A short built-in list, not the whole Public Suffix List: the second-level suffixes
+# under which libraries' vendors and registrants commonly sit. No network access.
+PUBLIC_SUFFIXES = frozenset({
+    # United Kingdom
+    "co.uk", "ac.uk", "gov.uk", "org.uk", "ltd.uk", "plc.uk", "me.uk", "net.uk", "nhs.uk", "sch.uk", "police.uk",
+    # Australia, New Zealand
+    "com.au", "edu.au", "gov.au", "org.au", "net.au", "asn.au", "id.au",
+    "co.nz", "ac.nz", "govt.nz", "org.nz", "net.nz", "school.nz",
+    # Japan, Korea, China, Hong Kong, Taiwan, Singapore, India
+    "co.jp", "ac.jp", "go.jp", "or.jp", "ne.jp", "ed.jp", "lg.jp",
+    "co.kr", "ac.kr", "go.kr", "or.kr", "re.kr",
+    "com.cn", "edu.cn", "gov.cn", "org.cn", "net.cn", "ac.cn",
+    "com.hk", "edu.hk", "gov.hk", "org.hk", "com.tw", "edu.tw", "gov.tw", "org.tw",
+    "com.sg", "edu.sg", "gov.sg", "org.sg", "co.in", "ac.in", "gov.in", "org.in", "res.in", "edu.in",
+    # Americas
+    "com.br", "edu.br", "gov.br", "org.br", "net.br", "com.mx", "edu.mx", "gob.mx", "org.mx",
+    "com.ar", "edu.ar", "gob.ar", "org.ar", "gc.ca", "qc.ca", "on.ca",
+    # Africa, Middle East, Europe
+    "co.za", "ac.za", "gov.za", "org.za", "co.il", "ac.il", "gov.il", "org.il",
+    "com.tr", "edu.tr", "gov.tr", "org.tr", "com.pl", "edu.pl", "gov.pl", "com.ua", "edu.ua",
+    "ac.at", "co.at", "gv.at", "or.at", "com.es", "edu.es", "gob.es", "org.es",
+    # United States (k12 and state governments)
+    "k12.ca.us", "k12.ct.us", "k12.ny.us", "k12.tx.us", "lib.ct.us", "lib.ca.us", "lib.ny.us",
+    # Shared hosting where every sub-domain belongs to someone else
+    "github.io", "blogspot.com", "herokuapp.com", "azurewebsites.net", "cloudfront.net", "s3.amazonaws.com",
+    "appspot.com", "netlify.app", "pages.dev", "firebaseapp.com", "wordpress.com",
+})
 
 
 def templates_in(text: str) -> list[str]:
@@ -93,7 +124,21 @@ def domain_of(spec: str) -> tuple[str, str]:
     if "." not in host:
         # SECURITY: a one-label domain ("com") would make every site in a TLD a vendor host.
         return "", f"{host!r} is a top-level domain: the proxy only accepts domains of two labels or more"
+    if _is_ip(host):
+        return "", f"{host!r} is an IP address, not a domain: list it as a Host instead"
+    if host in PUBLIC_SUFFIXES:
+        # SECURITY: as above, for a public suffix of two labels or more ("co.uk", "com.au").
+        return "", (f"{host!r} is a public suffix (sites of many owners sit under it): the proxy refuses it as a "
+                    f"domain; list the vendor's own domain (vendor.{host}) instead")
     return host, ""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def emit_hosts(origins: list[Origin]) -> list[str]:
@@ -148,40 +193,59 @@ def translate_replace(text: str) -> ReplaceText:
 class AnonPattern:
     host_glob: str | None  # None: the pattern names no host (it applies to every host)
     path_glob: str  # for [[vendor]] anonymous_paths
+    scheme: str | None = None  # the only scheme the rule matched; None: any
+    port: int | None = None  # the only port it matched (its scheme's default when none is written)
 
 
 def anonymous_pattern(wildurl: str) -> tuple[AnonPattern | None, str]:
-    """An AnonymousURL wildcard URL as a host glob and a path glob, or ``(None, problem)``.
+    """An AnonymousURL wildcard URL as a host glob, scheme, port and path glob, or
+    ``(None, problem)``.
 
-    EZproxy compares the pattern with the whole URL. ``*.woff*`` (no host) becomes the path glob
-    ``/*.woff*`` for every host; ``https://api.v.com/open/*`` becomes host ``api.v.com`` and path
-    ``/open/*``. A query in the pattern makes EZproxy's rule narrower than a path glob can be,
-    so such patterns are refused.
+    EZproxy compares the pattern (``*`` matches anything) with the whole URL, query included;
+    anonymous paths match the path alone, whatever the query. So a translation must match no
+    URL the rule did not: ``*.woff*`` (no host) becomes the path glob ``/*.woff*`` for every
+    host; ``https://api.v.com/open/*`` becomes https, host ``api.v.com``, port 443 and path
+    ``/open/*``. Refused: a pattern that requires or limits a query string (``/open?*``: ``/open*``
+    would also open ``/open-admin``), and one not ending in ``*`` (EZproxy opened that URL only
+    without a query string; a path glob opens it with any). Whether the scheme and port fit
+    every host of the vendor is decided by the caller (``tables._anonymous``).
     """
     match = _SCHEME.match(wildurl)
+    scheme: str | None = None
+    port: int | None = None
     if match is None and wildurl.startswith("*"):
         host_glob: str | None = None
         path = "/" + wildurl
     elif match is not None:
+        scheme = match.group(1).lower()
+        if scheme not in DEFAULT_PORTS:
+            return None, f"names the scheme {scheme}://, which the proxy does not serve"
         rest = wildurl[match.end():]
         cut = re.search(r"[/?]", rest)
         host_part, path = (rest[: cut.start()], rest[cut.start():]) if cut else (rest, "")
-        host_glob = host_part.lower().split(":", 1)[0] or None
-        if host_glob is None:
+        host_glob, colon, port_text = host_part.lower().partition(":")
+        if not host_glob:
             return None, "names no host"
+        if colon:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                return None, f"names the port {port_text!r}, which a path pattern cannot express"
+            port = int(port_text)
+        elif not host_glob.endswith("*"):  # "https://h*" matches any port (":8443/..." too)
+            port = DEFAULT_PORTS[scheme]
         if not path:
             path = "/*" if host_part.endswith("*") else "/"
     else:
         return None, "is compared with whole URLs (https://...) and this one can never match one"
-    path, question, query = path.partition("?")
-    if question and query.strip("*"):
-        return None, "limits a query string, which anonymous paths cannot express"
-    if question:
-        path += "*"
+    if "?" in path:
+        return None, ("limits or requires a query string, which anonymous paths (matched on the path alone) cannot "
+                      "express")
+    if not path.endswith("*"):
+        return None, ("does not end with *: EZproxy opened that URL only without a query string, and an anonymous "
+                      "path would open it with any")
     if not path.startswith("/"):
         path = "/" + path
     # fnmatch reads "[" as a character class; an EZproxy wildcard URL only knows "*".
-    return AnonPattern(host_glob, path.replace("[", "[[]")), ""
+    return AnonPattern(host_glob, path.replace("[", "[[]"), scheme, port), ""
 
 
 def host_glob_matches(glob: str, host: str) -> bool:
