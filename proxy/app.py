@@ -367,7 +367,8 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         resolver = EgressResolver(config.upstream.hosts)
         client = make_client(config.upstream, resolver)
         lean = LeanClient(resolver, connect_timeout=config.upstream.connect_timeout,
-                          read_timeout=config.upstream.read_timeout, idle_per_host=config.upstream.limit_per_host)
+                          read_timeout=config.upstream.read_timeout, idle_per_host=config.upstream.limit_per_host,
+                          limit=config.upstream.limit, wait=config.upstream.queue_wait)
         records = Records(config.records)
         records.retention.add("sessions", store.purge)
         await records.start()

@@ -303,3 +303,27 @@ async def test_header_bytes_leave_exactly_as_they_came() -> None:
         with pytest.raises(UnsafeRequest):
             await get(lean, vendor, headers={"X-Raw": "\ud800"})
     await lean.close()
+
+
+async def test_connections_to_all_vendors_are_capped_and_a_freed_one_is_reused() -> None:
+    """[upstream] connections: with two in flight, a third waits for one to end (and fails
+    after the wait when none does), and every slot comes back whatever became of the answer."""
+    lean = LeanClient(EgressResolver({}), connect_timeout=2.0, read_timeout=5.0, idle_per_host=4, limit=2,
+                      wait=0.5)
+    async with scripted(ok()) as vendor:
+        first = await lean.request("GET", origin(vendor), "/1", {"Host": "v"})
+        second = await lean.request("GET", origin(vendor), "/2", {"Host": "v"})
+        with pytest.raises(aiohttp.ClientConnectionError, match="in use"):
+            await lean.request("GET", origin(vendor), "/3", {"Host": "v"})
+        waiting = asyncio.ensure_future(get(lean, vendor, path="/4"))
+        await asyncio.sleep(0)
+        async with first:
+            await first.read()
+        assert (await waiting)[0] == 200
+        async with second:
+            pass  # unread: its connection is closed, its slot still freed
+        with pytest.raises(UnsafeRequest):
+            await get(lean, vendor, headers={"X": "a\r\nb"})
+        for _ in range(3):  # every slot is free again
+            assert (await get(lean, vendor))[0] == 200
+    await lean.close()

@@ -110,6 +110,7 @@ class LeanAnswer:
             self._client._keep(self._key, protocol)
         else:
             protocol.close()
+        self._client._slots.release()
 
     async def __aenter__(self) -> LeanAnswer:
         return self
@@ -123,8 +124,13 @@ class LeanClient:
     """GET and HEAD to vendors over kept-alive HTTP/1.1 connections (see the module's text)."""
 
     def __init__(self, resolver: AbstractResolver, *, connect_timeout: float, read_timeout: float,
-                 idle_per_host: int, ssl_context: ssl.SSLContext | None = None) -> None:
+                 idle_per_host: int, limit: int = 200, wait: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._resolver = resolver
+        # [upstream] connections: exchanges in flight to all vendors at once; one more waits
+        # up to ``wait`` seconds for one to end (each vendor host has its own, smaller share).
+        self._slots = asyncio.Semaphore(max(1, limit))
+        self._wait = wait
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle_per_host = max(1, idle_per_host)
@@ -141,16 +147,29 @@ class LeanClient:
             raise UnsafeRequest("request target")
         head = _head(method, target, headers)
         key = (origin.scheme, origin.host, origin.port)
-        protocol = self._take(key)
-        if protocol is not None:
+        slots = self._slots
+        if slots.locked():
             try:
-                return await self._exchange(protocol, method, head, key)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # The vendor closed the kept-alive connection while it was idle (its own
-                # keep-alive ran out): GET and HEAD are safe to send again, once, afresh.
-                pass
-        protocol = await self._connect(origin)
-        return await self._exchange(protocol, method, head, key)
+                async with asyncio.timeout(self._wait):
+                    await slots.acquire()
+            except TimeoutError:
+                raise aiohttp.ClientConnectionError("every upstream connection is in use") from None
+        else:
+            await slots.acquire()  # free: no suspension
+        try:
+            protocol = self._take(key)
+            if protocol is not None:
+                try:
+                    return await self._exchange(protocol, method, head, key)
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # The vendor closed the kept-alive connection while it was idle (its own
+                    # keep-alive ran out): GET and HEAD are safe to send again, once, afresh.
+                    pass
+            protocol = await self._connect(origin)
+            return await self._exchange(protocol, method, head, key)
+        except BaseException:
+            slots.release()  # no answer holds it
+            raise
 
     async def _exchange(self, protocol: ResponseHandler, method: str, head: bytes,
                         key: tuple[str, str, int]) -> LeanAnswer:
