@@ -45,6 +45,7 @@ from proxy import config as config_mod
 from proxy import context
 from proxy.errors import ConfigError
 from proxy.ratelog import RateLimitedLog
+from proxy.web.bad_requests import BadRequestAppRunner, quiet_parser_errors
 
 log = logging.getLogger("libproxy")
 
@@ -255,13 +256,67 @@ def run_one(make_app: Callable[[], web.Application], cfg: config_mod.Config, *, 
     app = make_app()
     # access_log=None: aiohttp's default access log records the client address, the request
     # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
-    common: dict[str, Any] = {"access_log": None, "print": None, "ssl_context": ssl_context,
-                              "shutdown_timeout": cfg.proxy.shutdown_deadline,
-                              "keepalive_timeout": cfg.proxy.keepalive, "loop": loop, "backlog": 1024}
-    if sock is not None:
-        web.run_app(app, sock=sock, **common)
-    else:
-        web.run_app(app, host=cfg.proxy.listen_host, port=cfg.proxy.listen_port, **common)
+    # SECURITY: BadRequestAppRunner: a request aiohttp's parser refuses gets a generic answer and
+    # one rate-limited line, instead of its own bytes (a session cookie) echoed and logged.
+    # And any other listener of the process left with aiohttp's answer (the staff console's):
+    # its log record becomes the same line.
+    quiet_parser_errors()
+    runner = BadRequestAppRunner(app, handle_signals=True, access_log=None,
+                                 shutdown_timeout=cfg.proxy.shutdown_deadline,
+                                 keepalive_timeout=cfg.proxy.keepalive)
+    serve_forever(loop, runner, ssl_context=ssl_context, sock=sock, host=cfg.proxy.listen_host,
+                  port=cfg.proxy.listen_port)
+
+
+def serve_forever(loop: asyncio.AbstractEventLoop, runner: web.AppRunner, *, ssl_context: Any,
+                  sock: socket.socket | None, host: str, port: int, backlog: int = 1024) -> None:
+    """What ``web.run_app`` does, with the runner given (``run_app`` makes its own, aiohttp's):
+    serve on ``sock`` (or ``host:port``) until SIGTERM/SIGINT (``GracefulExit``), then clean up
+    (connections closed after the runner's ``shutdown_timeout``), cancel what is left, close the
+    loop."""
+
+    async def serve() -> None:
+        await runner.setup()
+        try:
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=backlog)
+            else:
+                site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+            await site.start()
+            await asyncio.Event().wait()  # until GracefulExit or KeyboardInterrupt stops the loop
+        finally:
+            await runner.cleanup()
+
+    main = loop.create_task(serve())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending at the end (as ``asyncio.run`` and ``web.run_app`` do)."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler({"message": "unhandled exception during shutdown",
+                                         "exception": task.exception(), "task": task})
 
 
 def worker_count(text: str) -> int:

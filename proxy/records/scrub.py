@@ -5,6 +5,9 @@
 =====================================  =======================================================
 what                                   becomes
 =====================================  =======================================================
+quoted bytes (``b'...'``, ``b"..."``)   ``[bytes]`` (whole: a parser quoting a request line,
+                                       a header, a cookie; closed or not)
+request text aiohttp's parser quotes   ``... status line [bytes]``
 JSON Web Tokens (``eyJ...``)           ``[jwt]``
 ``Bearer``/``Basic``/``Digest`` creds  ``Bearer [redacted]``
 ``Cookie:``/``Set-Cookie:`` values     ``Cookie: [redacted]`` (the rest of the line)
@@ -17,7 +20,7 @@ secret-looking ``name=value`` pairs    ``name=[redacted]`` (card, pin, password,
 ``host/path`` without a scheme         ``host`` (the path is dropped)
 IPv6 and IPv4 addresses                ``[ip]``
 request lines (``GET /x HTTP/1.1``)    ``GET [path] HTTP/1.1``
-bare absolute paths (``/a/b?c``)       ``[path]``
+bare absolute paths (``/a/b?c``)       ``[path]`` (a quote inside a path, ``/a'b``, goes too)
 query strings (``?a=b``)               ``?[query]``
 form bodies (``a=b&c=d``)              ``[form]``
 runs of 8+ digits, maybe grouped       ``[number]`` (library cards, payment cards)
@@ -55,6 +58,17 @@ _SENSITIVE_KEYS = (
 )
 
 _Replacement = str | Callable[[re.Match[str]], str]
+
+# What is left of a URL or path after its first character: up to a space, a quote or an angle
+# bracket, then on through any quote that is followed by more of it ("/a'cancer-diagnosis" is one
+# path, not "/a" and a word); a quote that ends the text or is followed by a space is kept.
+_TAIL = r"[^\s\"'<>]*(?:[\"'][^\s\"'<>]+)*"
+# A Python bytes literal as repr() writes it: aiohttp's parser errors quote the request so
+# (``b'GET /a HTTP/1.2'``, ``b'X-A : v\\r\\n'``, ``b'libproxy=<session id>; ...'``). Everything in it
+# is the client's, so it goes whole, escapes included; a literal cut short runs to the line's end,
+# and so does one quoted inside another repr (``message='... b\\'GET ...\\'...'``).
+_BYTES = r"(?<![\w\\])(?:b(?:\\+['\"][^\n]*|'(?:[^'\\\n]|\\.)*'?|\"(?:[^\"\\\n]|\\.)*\"?))+"
+_QUOTED_STR = r"(?:'(?:[^'\\\n]|\\.)*'?|\"(?:[^\"\\\n]|\\.)*\"?)"
 
 
 def _url(match: re.Match[str]) -> str:
@@ -102,14 +116,18 @@ def _digits(match: re.Match[str]) -> str:
 
 
 _RULES: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
+    # Quoted request bytes first, whole: the rules below would each take only a part of them.
+    (re.compile(_BYTES), "[bytes]"),
+    # The pure-Python parser quotes a request line or header as a str: after its own words.
+    (re.compile(rf"(?i)\b(status line|http header:|when reading:)(\s*){_QUOTED_STR}"), r"\1\2[bytes]"),
     # Tokens first: a JWT holds dots and digits the later rules would only half remove.
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,4}"), "[jwt]"),
     (re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 [redacted]"),
     (re.compile(r"(?i)\b(set-cookie|cookie)(\s*[:=]\s*)[^\r\n]*"), r"\1\2[redacted]"),
     # URLs before addresses and e-mails: the host stays (a vendor name is useful in a log),
     # everything after it goes, including "user:password@".
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,15})://([^\s/?#\"'<>\\]*)[^\s\"'<>]*"), _url),
-    (re.compile(r"(?i)\b[a-z][a-z0-9+.-]{0,15}%3a%2f%2f[^\s\"'<>]*"), "[url]"),
+    (re.compile(rf"(?i)\b([a-z][a-z0-9+.-]{{0,15}})://([^\s/?#\"'<>\\]*){_TAIL}"), _url),
+    (re.compile(rf"(?i)\b[a-z][a-z0-9+.-]{{0,15}}%3a%2f%2f{_TAIL}"), "[url]"),
     (re.compile(r"(?i)[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+"), "[email]"),
     (
         re.compile(rf"(?i)([\"']?)\b({_SENSITIVE_KEYS})\1(\s*[:=]\s*)"
@@ -121,15 +139,16 @@ _RULES: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
      r"\1\2[redacted]"),
     # A host name or IPv4 literal followed by a path, without a scheme: keep the host.
     (
-        re.compile(r"(?<![\w./-])((?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?/[^\s\"'<>]*"),
+        re.compile(rf"(?<![\w./-])((?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|\[[0-9A-Fa-f:.]+\])(:\d{{1,5}})?/{_TAIL}"),
         r"\1\2",
     ),
     (re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})"
                 r"(?:%[\w.-]+)?(?![\w:]|\.\d)"), _ipv6),
     (re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"), _ipv4),
-    (re.compile(r"\b(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT)\s+[^\s\"']+"), r"\1 [path]"),
-    (re.compile(r"(?<![\w/.\]:)-])/(?=[^\s/])[^\s\"'<>]*"), "[path]"),
-    (re.compile(r"\?(?=[^\s?\"'<>]*=)[^\s\"'<>]*"), "?[query]"),
+    (re.compile(r"\b(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT)\s+[^\s\"']+(?:[\"'][^\s\"']+)*"),
+     r"\1 [path]"),
+    (re.compile(rf"(?<![\w/.\]:)-])/(?=[^\s/]){_TAIL}"), "[path]"),
+    (re.compile(rf"\?(?=[^\s?\"'<>]*=){_TAIL}"), "?[query]"),
     (re.compile(r"(?<![\w%.-])[\w.%-]+=[^\s&\"']*(?:&[\w.%-]+=[^\s&\"']*)+"), "[form]"),
     # Groups of 3+ digits, optionally ending in a short one ("2123 4001 2345 67"); a date
     # ("2026-11-28") never reaches 8 digits in one match.
