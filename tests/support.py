@@ -26,6 +26,7 @@ from proxy.app import create_app
 from proxy.config import Config
 from proxy.patrons.hashing import hash_pin
 from proxy.patrons.local import add_patron
+from proxy.web.bad_requests import BadRequestAppRunner
 from tests.ports import free_port as free_port  # re-exported: the tests take it from here
 
 PROXY_HOST = "proxy.localhost"
@@ -226,7 +227,8 @@ async def run_proxy(config: Config, port: int = 0) -> AsyncIterator[RunningProxy
     from proxy.cli import make_ssl_context
 
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    # As serve runs it: requests the parser refuses get the generic answer (web/bad_requests.py).
+    runner = BadRequestAppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=make_ssl_context(config))
     await site.start()

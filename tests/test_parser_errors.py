@@ -44,6 +44,7 @@ class Served:
     port: int
     log: Path
     proc: subprocess.Popen[bytes]
+    staff: int  # the staff listener's port
 
     def mark(self) -> int:
         return self.log.stat().st_size
@@ -59,7 +60,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("parser-errors")
     write_patrons(tmp / "patrons.toml")
-    port = free_port()
+    port, staff = free_port(), free_port()
     config = tmp / "proxy.toml"
     config.write_text(f"""
 [proxy]
@@ -80,7 +81,7 @@ file = "{tmp / 'patrons.toml'}"
 store = "memory"
 
 [admin]
-listen = ""
+listen = "127.0.0.1:{staff}"
 
 [[vendor]]
 id = "echo"
@@ -94,9 +95,10 @@ groups = ["wolcott"]
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config)],
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     try:
-        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, "the proxy to listen")
+        wait_for(lambda: (port_open(port) and port_open(staff)) or proc.poll() is not None, 60,
+                 "the proxy to listen")
         assert proc.poll() is None, log.read_text()
-        yield Served(port, log, proc)
+        yield Served(port, log, proc, staff)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -151,6 +153,18 @@ def test_overlong_cookie_answers_generically_and_logs_no_session_id(served: Serv
     assert status == 431
     _assert_clean(answer.decode("latin-1"), sid, "__Host-libproxy", "yyyyyyyy")
     _assert_clean(served.log_since(mark), sid, "__Host-libproxy", "yyyyyyyy", "Traceback")
+
+
+def test_the_staff_listener_answers_generically_too(served: Served) -> None:
+    """Browsers send a proxy cookie to the staff port as well (cookies ignore ports)."""
+    sid = _marker()
+    mark = served.mark()
+    status, body, answer = _raw(served.staff, (
+        f"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: libproxy={sid}; pad={'x' * 9000}\r\n\r\n"
+    ).encode())
+    assert status == 431 and body == b"431 Request Header Fields Too Large\n"
+    _assert_clean(answer.decode("latin-1"), sid, "libproxy=", "pad=")
+    _assert_clean(served.log_since(mark), sid, "libproxy=", "pad=", "Traceback")
 
 
 @pytest.mark.parametrize(("request_head", "expected"), [

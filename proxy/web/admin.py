@@ -16,6 +16,7 @@ from proxy import context
 from proxy.network import client_address, parse_network
 from proxy.staff.console import mount as mount_console
 from proxy.staff.render import secure as staff_secure
+from proxy.web.bad_requests import BadRequestAppRunner
 
 # The staff application reads the parts of the public one (the same process, the same parts).
 MAIN = web.AppKey("main", web.Application)
@@ -74,7 +75,9 @@ async def start_admin(main: web.Application) -> web.AppRunner | None:
     listen = main[context.CONFIG].admin.listen
     if not listen:
         return None
-    runner = web.AppRunner(admin_app(main), access_log=None)
+    # SECURITY: browsers send a proxy cookie to this port too (cookies ignore ports): a request
+    # the parser refuses gets the generic answer, never its own bytes echoed (web/bad_requests.py).
+    runner = BadRequestAppRunner(admin_app(main), access_log=None)
     await runner.setup()
     sock = main.get(context.ADMIN_SOCKET)
     if sock is not None:
