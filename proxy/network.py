@@ -20,6 +20,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def is_ip_literal(host: str) -> bool:
+    """True when ``host`` is an IP address exactly as written (no brackets, no port)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
     """An address as a header or socket gives it; IPv4-mapped IPv6 becomes plain IPv4."""

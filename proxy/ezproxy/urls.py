@@ -9,10 +9,10 @@ string: an import fails closed (a host is left out, a path keeps needing sign-in
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
 from dataclasses import dataclass
 
+from proxy.network import is_ip_literal
 from proxy.vendors import DEFAULT_PORTS, Origin, normalise_host, parse_absolute_url, valid_host
 
 # EZproxy URL templates that put something about the patron into a vendor URL.
@@ -124,21 +124,13 @@ def domain_of(spec: str) -> tuple[str, str]:
     if "." not in host:
         # SECURITY: a one-label domain ("com") would make every site in a TLD a vendor host.
         return "", f"{host!r} is a top-level domain: the proxy only accepts domains of two labels or more"
-    if _is_ip(host):
+    if is_ip_literal(host):
         return "", f"{host!r} is an IP address, not a domain: list it as a Host instead"
     if host in PUBLIC_SUFFIXES:
         # SECURITY: as above, for a public suffix of two labels or more ("co.uk", "com.au").
         return "", (f"{host!r} is a public suffix (sites of many owners sit under it): the proxy refuses it as a "
                     f"domain; list the vendor's own domain (vendor.{host}) instead")
     return host, ""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def emit_hosts(origins: list[Origin]) -> list[str]:

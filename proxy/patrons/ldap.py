@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import re
@@ -60,6 +59,7 @@ from ldap3.utils.dn import escape_rdn, parse_dn
 
 from proxy.errors import ConfigError, DirectoryUnavailable
 from proxy.membership import Membership
+from proxy.network import is_ip_literal
 from proxy.patrons.base import CardRefused, acceptable_credentials
 from proxy.patrons.common import check_groups, day_expiry, is_loopback, parse_libraries
 from proxy.patrons.hashing import pseudonym
@@ -596,7 +596,7 @@ class _Servers:
                     # SECURITY: certificates are checked (chain and host name) unless turned off.
                     validate=ssl.CERT_REQUIRED if o.verify else ssl.CERT_NONE,
                     ca_certs_file=str(o.ca_file) if o.ca_file else None,
-                    sni=None if _is_ip(host) else host,
+                    sni=None if is_ip_literal(host) else host,
                 )
             except ldap_errors.LDAPSSLConfigurationError as exc:
                 raise ConfigError([f"[patrons.ldap] ca_file: {exc}"]) from None
@@ -678,14 +678,6 @@ class _Servers:
             self.mark_up(index)
             return conn, index
         raise DirectoryUnavailable("no directory server could be reached")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _simple_bind(conn: Any, dn: str, password: str) -> tuple[int, Any]:
