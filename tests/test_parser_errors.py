@@ -362,6 +362,27 @@ def test_scrub_redacts_quoted_bytes_and_quotes_inside_paths(text: str, gone: str
     "vendor 'ebsco' answered 502",
     "Bob's vendor 'web' and 'bb'",
     "reload: changes to [proxy] take effect at the next restart",
+    "patron group 'b' unknown, sign-in refused for vendor jstor",  # a "b" after a quote, not closed
+    'config [vendors.b] hosts: "b" is not a host',
 ])
 def test_scrub_keeps_ordinary_quoted_words(text: str) -> None:
     assert scrub(text) == text
+
+
+def test_the_filter_keeps_an_application_s_own_error_with_a_parser_exception() -> None:
+    """A handler that met a malformed upload body raises a parser exception through its own
+    frames: that 500's record and traceback pass; one raised by aiohttp alone is reduced."""
+    from aiohttp.http_exceptions import TransferEncodingError
+
+    import proxy
+    from proxy.web.bad_requests import ParserErrorFilter
+
+    # Raised from a frame of the proxy's own code (a handler reading the body).
+    code = compile("raise TransferEncodingError('bad chunk')", str(Path(proxy.__file__).parent / "app.py"), "exec")
+    try:
+        exec(code, {"TransferEncodingError": TransferEncodingError})  # noqa: S102 (a fixed string of this test)
+    except TransferEncodingError as exc:
+        ours = exc
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (),
+                               (type(ours), ours, ours.__traceback__))
+    assert ParserErrorFilter().filter(record) is True

@@ -67,7 +67,10 @@ _TAIL = r"[^\s\"'<>]*(?:[\"'][^\s\"'<>]+)*"
 # (``b'GET /a HTTP/1.2'``, ``b'X-A : v\\r\\n'``, ``b'libproxy=<session id>; ...'``). Everything in it
 # is the client's, so it goes whole, escapes included; a literal cut short runs to the line's end,
 # and so does one quoted inside another repr (``message='... b\\'GET ...\\'...'``).
-_BYTES = r"(?<![\w\\])(?:b(?:\\+['\"][^\n]*|'(?:[^'\\\n]|\\.)*'?|\"(?:[^\"\\\n]|\\.)*\"?))+"
+# It starts a word (after a space, a bracket, "=", ":" or ","), or, right after a quote, only
+# when it is closed too: "data=\"b'x'\"" goes, "group 'b' unknown" stays.
+_BYTES = (r"(?:(?<![^\s(=:\[,{])b(?:\\+['\"][^\n]*|'(?:[^'\\\n]|\\.)*'?|\"(?:[^\"\\\n]|\\.)*\"?)"
+          r"|(?<=['\"])b(?:'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"))+")
 _QUOTED_STR = r"(?:'(?:[^'\\\n]|\\.)*'?|\"(?:[^\"\\\n]|\\.)*\"?)"
 
 

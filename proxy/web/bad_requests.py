@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import traceback
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -106,10 +107,25 @@ def is_parser_error(record: logging.LogRecord) -> bool:
     if not str(record.msg).startswith("Error handling request"):
         return False
     if record.exc_info is not None and record.exc_info[1] is not None:
-        return isinstance(record.exc_info[1], HttpProcessingError)
+        exc = record.exc_info[1]
+        return isinstance(exc, HttpProcessingError) and _raised_by_aiohttp_alone(exc)
     # The record factory (records/logsetup.py) leaves only the scrubbed traceback's text, whose
     # exception line starts at the left margin with the exception's module and class.
     return any(line.startswith("aiohttp.http_exceptions.") for line in (record.exc_text or "").splitlines())
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # the proxy package's own files
+
+
+def _raised_by_aiohttp_alone(exc: BaseException) -> bool:
+    """True when no frame of the traceback is the proxy's: a refusal of the parser as it read
+    the request. A handler of the proxy reading a malformed upload body gets the same kind of
+    exception through its own frames: that is its 500, whose traceback must stay in the log."""
+    try:
+        frames = traceback.extract_tb(exc.__traceback__)
+    except Exception:
+        return True
+    return not any(frame.filename.startswith(_PACKAGE) for frame in frames)
 
 
 def quiet_parser_errors(logger: logging.Logger | None = None) -> None:
