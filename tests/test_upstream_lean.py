@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.abc import ResolveResult
 
 from proxy.forward.client import EgressResolver
 from proxy.forward.upstream import LeanClient, UnsafeRequest
@@ -326,4 +328,60 @@ async def test_connections_to_all_vendors_are_capped_and_a_freed_one_is_reused()
             await get(lean, vendor, headers={"X": "a\r\nb"})
         for _ in range(3):  # every slot is free again
             assert (await get(lean, vendor))[0] == 200
+    await lean.close()
+
+
+async def test_an_idle_connection_that_received_anything_is_not_reused() -> None:
+    """Bytes a vendor sends on an idle kept connection (an answer nobody asked for) would be
+    read as the next request's answer: that connection is dropped instead. A 101 to a plain
+    request is never kept either."""
+    lean = client()
+    replies = {1: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE",
+               2: b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh",
+               3: b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+               4: b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter"}
+    async with scripted(lambda head, n: replies[n]) as vendor:
+        assert (await get(lean, vendor))[2] == b"ok"
+        assert (await get(lean, vendor))[2] == b"fresh"
+        assert vendor.connections == 2
+        assert (await get(lean, vendor))[0] == 101
+        assert (await get(lean, vendor))[2] == b"after"
+        assert vendor.connections == 3
+    await lean.close()
+
+
+class SlowResolver(EgressResolver):
+    def __init__(self, delay: float) -> None:
+        super().__init__({})
+        self.delay = delay
+        self.calls = 0
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0,
+                              flags=socket.AI_NUMERICHOST)]
+
+
+async def test_a_slow_lookup_is_under_the_connect_timeout_and_shared() -> None:
+    slow = SlowResolver(delay=3.0)
+    lean = LeanClient(slow, connect_timeout=0.3, read_timeout=5.0, idle_per_host=4)
+    async with scripted(ok()) as vendor:
+        target = Origin("http", "vendor.test", vendor.port)
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(lean.request("GET", target, "/", {"Host": "vendor.test"})
+                                         for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(r, aiohttp.ServerTimeoutError) for r in results), results
+        assert asyncio.get_running_loop().time() - started < 2.5
+        assert slow.calls == 1  # one lookup for the twenty
+    await lean.close()
+    fast = SlowResolver(delay=0.05)
+    lean = LeanClient(fast, connect_timeout=2.0, read_timeout=5.0, idle_per_host=4)
+    async with scripted(ok()) as vendor:
+        target = Origin("http", "vendor.test", vendor.port)
+        for _ in range(3):
+            async with await lean.request("GET", target, "/", {"Host": "vendor.test"}) as answer:
+                assert answer.status == 200
+        assert fast.calls == 1  # cached
     await lean.close()

@@ -29,7 +29,7 @@ from proxy.forward.hooks import Answers, Exchange, Observer
 from proxy.forward.limits import Slots
 from proxy.forward.relay import KeepCookies, relay
 from proxy.forward.route import Routes, VendorRoute
-from proxy.forward.upstream import LEAN_METHODS, Answer, LeanClient
+from proxy.forward.upstream import LEAN_METHODS, AllConnectionsBusy, Answer, LeanClient
 from proxy.forward.websocket import is_websocket, proxy_websocket
 from proxy.rewrite import if_none_match_to_vendor, rewrite_body
 from proxy.sessions import Cookie, Session, SessionStore
@@ -253,6 +253,9 @@ class Forwarder:
                 )
         except (UploadTooLarge, BodyTooSlow) as refused:
             return self._refuse_body(refused)
+        except AllConnectionsBusy:
+            log.warning("all %d connections to vendors in use: request turned away", lean.limit if lean else 0)
+            return self._busy("busy")
         except (TimeoutError, aiohttp.ServerTimeoutError):
             if capped is not None and capped.too_slow:
                 return self._refuse_body(BodyTooSlow())

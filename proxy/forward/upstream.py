@@ -75,6 +75,11 @@ class UnsafeRequest(aiohttp.ClientError):
     """A header or target that cannot be written safely on the wire."""
 
 
+class AllConnectionsBusy(aiohttp.ClientConnectionError):
+    """Every one of ``[upstream] connections`` stayed in use for the whole wait: the proxy is
+    busy, not the vendor down."""
+
+
 class LeanAnswer:
     """An answer read by ``LeanClient``; leaving ``async with`` gives its connection back (kept
     alive when the answer was read to its end and the vendor allows it, closed otherwise)."""
@@ -106,7 +111,8 @@ class LeanAnswer:
         protocol, self._protocol = self._protocol, None
         if protocol is None:
             return
-        if self.content.is_eof() and not protocol.should_close:
+        # A 101 (no upgrade was asked: the vendor thinks the protocol changed) never goes back.
+        if self.content.is_eof() and not protocol.should_close and self.status != 101:
             self._client._keep(self._key, protocol)
         else:
             protocol.close()
@@ -129,7 +135,8 @@ class LeanClient:
         self._resolver = resolver
         # [upstream] connections: exchanges in flight to all vendors at once; one more waits
         # up to ``wait`` seconds for one to end (each vendor host has its own, smaller share).
-        self._slots = asyncio.Semaphore(max(1, limit))
+        self.limit = max(1, limit)
+        self._slots = asyncio.Semaphore(self.limit)
         self._wait = wait
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -137,6 +144,7 @@ class LeanClient:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[tuple[ResponseHandler, float]]] = {}
         self._names: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Future[list[ResolveResult]]] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -153,7 +161,7 @@ class LeanClient:
                 async with asyncio.timeout(self._wait):
                     await slots.acquire()
             except TimeoutError:
-                raise aiohttp.ClientConnectionError("every upstream connection is in use") from None
+                raise AllConnectionsBusy("every upstream connection is in use") from None
         else:
             await slots.acquire()  # free: no suspension
         try:
@@ -206,7 +214,9 @@ class LeanClient:
         now = time.monotonic()
         while idle:
             protocol, since = idle.pop()
-            if protocol.is_connected() and now - since < KEEPALIVE:
+            # should_close: the vendor sent something while the connection was idle (an answer
+            # nobody asked for would be read as the next request's).
+            if protocol.is_connected() and not protocol.should_close and now - since < KEEPALIVE:
                 return protocol
             protocol.close()
         return None
@@ -245,17 +255,20 @@ class LeanClient:
         if https:
             context = self._ssl if self._ssl is not None else _default_context()
         last: BaseException | None = None
-        for address in await self._resolve(origin.host, origin.port):
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    _, protocol = await loop.create_connection(
-                        lambda: ResponseHandler(loop), address["host"], address["port"], family=address["family"],
-                        ssl=context, server_hostname=origin.host if https else None)
-                return protocol
-            except (OSError, TimeoutError) as exc:
-                last = exc
-        if isinstance(last, TimeoutError):
-            raise aiohttp.ConnectionTimeoutError(f"connecting to {origin.netloc} timed out")
+        try:
+            # The name's lookup and every address tried share one connect timeout (as in
+            # aiohttp's client): a slow DNS must not hold a slot longer than a slow vendor.
+            async with asyncio.timeout(self._connect_timeout):
+                for address in await self._resolve(origin.host, origin.port):
+                    try:
+                        _, protocol = await loop.create_connection(
+                            lambda: ResponseHandler(loop), address["host"], address["port"],
+                            family=address["family"], ssl=context, server_hostname=origin.host if https else None)
+                        return protocol
+                    except OSError as exc:
+                        last = exc
+        except TimeoutError:
+            raise aiohttp.ConnectionTimeoutError(f"connecting to {origin.netloc} timed out") from None
         if last is None:
             raise aiohttp.ClientOSError(f"no address for {origin.host}")
         raise last
@@ -268,7 +281,14 @@ class LeanClient:
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
-            found = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+            # Requests for one name at once share its lookup (a burst after the cache expired
+            # would otherwise send as many lookups to the resolver's threads).
+            pending = self._lookups.get((host, port))
+            if pending is None:
+                pending = asyncio.ensure_future(self._resolver.resolve(host, port, socket.AF_UNSPEC))
+                self._lookups[(host, port)] = pending
+                pending.add_done_callback(lambda _: self._lookups.pop((host, port), None))
+            found = await asyncio.shield(pending)
         else:
             # An address the administrator wrote as the vendor's host is trusted as written
             # (as the full client does); only names are checked by the egress resolver.
@@ -282,6 +302,8 @@ class LeanClient:
 
     async def close(self) -> None:
         self._closed = True
+        for lookup in list(self._lookups.values()):
+            lookup.cancel()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
