@@ -398,10 +398,17 @@ def cmd_import_ezproxy(args: argparse.Namespace) -> int:
     (or stderr). Exit 1 only when nothing could be read or written; findings are in the report."""
     from proxy.ezproxy import ImportFailure, run_import
     from proxy.ezproxy.report import render_json, render_text, summary_line
+    from proxy.patrons.common import GROUP
 
-    groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
+    # EZproxy's group names are not case-sensitive; the proxy's are written in lower case.
+    groups = tuple(g.strip().lower() for g in args.groups.split(",") if g.strip())
     if not groups:
         print("import-ezproxy: --groups must name at least one group (e.g. wolcott,bibliomation)", file=sys.stderr)
+        return 1
+    bad = [g for g in groups if not GROUP.match(g)]
+    if bad:
+        print(f"import-ezproxy: --groups: {', '.join(map(repr, bad))} is not a group name (letters, digits, "
+              "'.', '_' and '-'; no spaces)", file=sys.stderr)
         return 1
     try:
         result = run_import(args.files, groups)

@@ -401,3 +401,21 @@ def test_log_format_with_session_or_forwarded_address_is_privacy(tmp_path: Path)
     ))
     assert {f.line for f in found(result, Kind.PRIVACY)} == {1, 2}
     assert {f.line for f in found(result, Kind.DEFAULT)} == {3}
+
+
+def test_groups_are_lower_cased_and_a_name_with_a_space_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    stanza = tmp_path / "config.txt"
+    stanza.write_text("Title Demo\nURL https://www.demo-vendor.example/\nDJ demo-vendor.example\n", encoding="utf-8")
+    out = tmp_path / "vendors.toml"
+    ok = subprocess.run([sys.executable, "-m", "proxy", "import-ezproxy", str(stanza), "--groups", " Wolcott , BIBLIO",
+                         "--out", str(out), "--report", str(tmp_path / "r.txt")],
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert '"wolcott"' in out.read_text() and '"biblio"' in out.read_text()
+    bad = subprocess.run([sys.executable, "-m", "proxy", "import-ezproxy", str(stanza), "--groups", "Biblio Mation",
+                          "--out", str(tmp_path / "other.toml")], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 1 and "'biblio mation' is not a group name" in bad.stderr
