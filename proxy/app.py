@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -366,7 +367,8 @@ def _lifecycle(config: Config) -> Callable[[web.Application], AsyncIterator[None
         store = make_store(config.sessions)
         resolver = EgressResolver(config.upstream.hosts)
         client = make_client(config.upstream, resolver)
-        lean = LeanClient(resolver, connect_timeout=config.upstream.connect_timeout,
+        trust = await asyncio.to_thread(ssl.create_default_context)  # reads the trust store: off the loop
+        lean = LeanClient(resolver, ssl_context=trust, connect_timeout=config.upstream.connect_timeout,
                           read_timeout=config.upstream.read_timeout, idle_per_host=config.upstream.limit_per_host,
                           limit=config.upstream.limit, wait=config.upstream.queue_wait)
         records = Records(config.records)

@@ -53,21 +53,10 @@ def _require_c_parser() -> None:
 
 
 def _run(app: web.Application, cfg: config_mod.Config) -> None:
-    """Serve the demo's proxy as ``serve`` does (see server.run_one)."""
-    import asyncio
-
+    """Serve the demo's proxy as ``serve`` serves one process (server.run_one)."""
     from proxy import server
-    from proxy.web.bad_requests import BadRequestAppRunner, quiet_parser_errors
 
-    quiet_parser_errors()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    # access_log=None: aiohttp's default access log records the client address, the request
-    # line (path and query) and the Referer: exactly what the privacy policy forbids keeping.
-    runner = BadRequestAppRunner(app, handle_signals=True, access_log=None, shutdown_timeout=10,
-                                 keepalive_timeout=cfg.proxy.keepalive)
-    server.serve_forever(loop, runner, ssl_context=make_ssl_context(cfg), sock=None, host=cfg.proxy.listen_host,
-                         port=cfg.proxy.listen_port, backlog=128)
+    server.run_one(lambda: app, cfg, sock=None, loop_choice="asyncio", ssl_context=make_ssl_context(cfg))
 
 
 def make_ssl_context(cfg: config_mod.Config) -> ssl.SSLContext | None:

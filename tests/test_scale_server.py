@@ -122,8 +122,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     yield tmp_path / "proxy.log", tmp_path
 
 
-def _serve(path: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+REDIS_STORE = 'store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'
+
+
+def _serve(path: Path, log: Path, *args: str, redis_url: str | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if redis_url is not None:
+        env["LIBPROXY_TEST_REDIS"] = redis_url  # REDIS_STORE reads it
     return subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(path), *args],
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
@@ -255,13 +260,8 @@ async def test_two_workers_on_one_socket(served: tuple[Path, Path], echo: EchoVe
     log, tmp = served
     port, staff = free_port(), free_port()
     with redis_server() as url:
-        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
-                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
-        os.environ["LIBPROXY_TEST_REDIS"] = url
-        try:
-            proc = _serve(path, log, "--workers", "2")
-        finally:
-            del os.environ["LIBPROXY_TEST_REDIS"]
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff, store=REDIS_STORE))
+        proc = _serve(path, log, "--workers", "2", redis_url=url)
         try:
             wait_for(lambda: (port_open(port) and port_open(staff)) or proc.poll() is not None, 60,
                      "the workers to listen")
@@ -340,8 +340,7 @@ async def test_one_instance_killed_the_other_carries_on(served: tuple[Path, Path
                 folder = tmp / f"instance-{index}"
                 folder.mkdir()
                 write_patrons(folder / "patrons.toml")
-                text = _toml(folder, port, [("echo", echo.origin)],
-                             store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"')
+                text = _toml(folder, port, [("echo", echo.origin)], store=REDIS_STORE)
                 path = folder / "proxy.toml"
                 path.write_text(text.replace("[proxy]", '[proxy]\nsecret = "env:LIBPROXY_TEST_SECRET"'),
                                 encoding="utf-8")
@@ -403,13 +402,8 @@ async def test_metrics_are_the_sum_over_workers(served: tuple[Path, Path], echo:
     port, staff = free_port(), free_port()
     marker = "privacy-marker-path-77c1"
     with redis_server() as url:
-        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
-                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
-        os.environ["LIBPROXY_TEST_REDIS"] = url
-        try:
-            proc = _serve(path, log, "--workers", "2")
-        finally:
-            del os.environ["LIBPROXY_TEST_REDIS"]
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff, store=REDIS_STORE))
+        proc = _serve(path, log, "--workers", "2", redis_url=url)
         from proxy.server import metrics_dir_name
 
         folder = tmp / "state" / "metrics" / metrics_dir_name(proc.pid)
@@ -552,13 +546,8 @@ def test_workers_do_not_start_when_the_staff_port_is_taken(served: tuple[Path, P
     with redis_server() as url, socket.socket() as taken:
         taken.bind(("127.0.0.1", staff))
         taken.listen()
-        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff,
-                                 store='store = "redis"\nredis_url = "env:LIBPROXY_TEST_REDIS"'))
-        os.environ["LIBPROXY_TEST_REDIS"] = url
-        try:
-            proc = _serve(path, log, "--workers", "2")
-        finally:
-            del os.environ["LIBPROXY_TEST_REDIS"]
+        path = _write(tmp, _toml(tmp, port, [("echo", echo.origin)], staff=staff, store=REDIS_STORE))
+        proc = _serve(path, log, "--workers", "2", redis_url=url)
         try:
             code = proc.wait(60)
         finally:

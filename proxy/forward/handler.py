@@ -254,7 +254,8 @@ class Forwarder:
         except (UploadTooLarge, BodyTooSlow) as refused:
             return self._refuse_body(refused)
         except AllConnectionsBusy:
-            log.warning("all %d connections to vendors in use: request turned away", lean.limit if lean else 0)
+            log.warning("all [upstream] connections to vendors in use for %.0f s: request turned away",
+                        self.per_host.wait)
             return self._busy("busy")
         except (TimeoutError, aiohttp.ServerTimeoutError):
             if capped is not None and capped.too_slow:

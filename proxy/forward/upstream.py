@@ -135,13 +135,14 @@ class LeanClient:
         self._resolver = resolver
         # [upstream] connections: exchanges in flight to all vendors at once; one more waits
         # up to ``wait`` seconds for one to end (each vendor host has its own, smaller share).
-        self.limit = max(1, limit)
-        self._slots = asyncio.Semaphore(self.limit)
+        self._slots = asyncio.Semaphore(max(1, limit))
         self._wait = wait
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle_per_host = max(1, idle_per_host)
-        self._ssl = ssl_context
+        # The system's trust store with hostname checks. Loading it reads files: the app makes
+        # it in a thread and passes it in (see app.py); made here only when none is given.
+        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._idle: dict[tuple[str, str, int], list[tuple[ResponseHandler, float]]] = {}
         self._names: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
         self._lookups: dict[tuple[str, int], asyncio.Future[list[ResolveResult]]] = {}
@@ -214,9 +215,7 @@ class LeanClient:
         now = time.monotonic()
         while idle:
             protocol, since = idle.pop()
-            # should_close: the vendor sent something while the connection was idle (an answer
-            # nobody asked for would be read as the next request's).
-            if protocol.is_connected() and not protocol.should_close and now - since < KEEPALIVE:
+            if _usable(protocol, since, now):
                 return protocol
             protocol.close()
         return None
@@ -237,7 +236,7 @@ class LeanClient:
         for key, idle in list(self._idle.items()):
             fresh = []
             for protocol, since in idle:
-                if now - since < KEEPALIVE and protocol.is_connected():
+                if _usable(protocol, since, now):
                     fresh.append((protocol, since))
                 else:
                     protocol.close()
@@ -253,7 +252,7 @@ class LeanClient:
         https = origin.scheme == "https"
         context = None
         if https:
-            context = self._ssl if self._ssl is not None else _default_context()
+            context = self._ssl
         last: BaseException | None = None
         try:
             # The name's lookup and every address tried share one connect timeout (as in
@@ -314,6 +313,13 @@ class LeanClient:
         self._idle.clear()
 
 
+def _usable(protocol: ResponseHandler, since: float, now: float) -> bool:
+    """An idle kept connection that may carry the next request: still open, kept less than
+    KEEPALIVE seconds, and silent since (should_close: the vendor sent something meanwhile, an
+    answer nobody asked for that would be read as the next request's)."""
+    return protocol.is_connected() and not protocol.should_close and now - since < KEEPALIVE
+
+
 def _head(method: str, target: str, headers: Mapping[str, str]) -> bytes:
     fields = [f"{name}: {value}" for name, value in headers.items()]
     # One search over every field at once (each is a name and a value, and ": " is safe).
@@ -327,14 +333,3 @@ def _head(method: str, target: str, headers: Mapping[str, str]) -> bytes:
         return "".join(parts).encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate no decoding of bytes could have made
         raise UnsafeRequest("a header value that is not text") from None
-
-
-_CONTEXT: ssl.SSLContext | None = None
-
-
-def _default_context() -> ssl.SSLContext:
-    """The system's trust store with hostname checks (made once: loading it is slow)."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        _CONTEXT = ssl.create_default_context()
-    return _CONTEXT

@@ -20,6 +20,7 @@ from aiohttp.http import HttpProcessingError, HttpVersion11
 from multidict import MultiDict, MultiDictProxy
 
 from proxy.errors import BadInput
+from proxy.rewrite import media_type
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 100
@@ -32,10 +33,9 @@ async def read_form(request: web.Request, *, max_bytes: int, deadline: float,
     "slow-form" (408) past ``deadline`` seconds, "http-error" (400) when malformed."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise BadInput(too_large, 413)
-    media, _, params = request.headers.get("Content-Type", "").partition(";")
-    if media.strip().lower() != FORM_TYPE:
+    media, charset = media_type(request.headers.get("Content-Type"))
+    if media != FORM_TYPE:
         return MultiDictProxy(MultiDict())
-    charset = _charset(params)
     if charset not in (None, "utf-8", "utf8", "us-ascii", "ascii") or "Content-Encoding" in request.headers:
         raise BadInput("http-error", 400)
     body = await _read_capped(request, max_bytes, deadline, too_large)
@@ -67,14 +67,6 @@ async def _read_capped(request: web.Request, max_bytes: int, deadline: float, to
         # Broken chunked framing mid-body: nothing more on this connection can be trusted.
         raise BadInput("malformed-request", 400) from None
     return b"".join(chunks)
-
-
-def _charset(params: str) -> str | None:
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
 
 
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
